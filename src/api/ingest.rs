@@ -1,0 +1,177 @@
+//! `POST /ingest/{subscription_id}`: accept a webhook, make it durable in
+//! JetStream, answer 202.
+
+use chrono::Utc;
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::{Request, StatusCode};
+use serde::de::IgnoredAny;
+use serde_json::json;
+
+use super::response::{json, read_body, Answer, ApiError};
+use super::AppState;
+use crate::delivery::signing;
+use crate::ids::{SubscriptionId, WebhookId};
+use crate::queue::{Outgoing, QueueError};
+use crate::store::records::WebhookStatus;
+use crate::store::writer::{WebhookMeta, Write};
+
+/// Longest `X-Event-Type` or `Idempotency-Key` accepted.
+const MAX_HEADER_VALUE: usize = 256;
+
+/// Counts the answer in the metrics whatever it is.
+pub async fn ingest(
+    state: &AppState,
+    raw_id: &str,
+    req: Request<Incoming>,
+) -> Result<Answer, ApiError> {
+    let result = accept(state, raw_id, req).await;
+    let status = match &result {
+        Ok(answer) => answer.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    };
+    state.metrics.record_ingest(status);
+    result
+}
+
+async fn accept(
+    state: &AppState,
+    raw_id: &str,
+    req: Request<Incoming>,
+) -> Result<Answer, ApiError> {
+    if state.draining.is_cancelled() {
+        return Err(ApiError::unavailable(
+            "shutting_down",
+            "webhookd is shutting down; send the webhook again shortly",
+            5,
+        ));
+    }
+    let subscription_id =
+        SubscriptionId::parse(raw_id).ok_or_else(|| ApiError::bad_id("subscription", raw_id))?;
+    let headers = req.headers().clone();
+    let header = |name: &str| -> Result<Option<String>, ApiError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(v) => match v.to_str() {
+                Ok(s) if s.len() <= MAX_HEADER_VALUE => Ok(Some(s.trim().to_string())),
+                _ => Err(ApiError::bad_request(
+                    "invalid_header",
+                    format!("`{name}` must be visible ASCII of at most {MAX_HEADER_VALUE} bytes"),
+                )),
+            },
+        }
+    };
+    let event_type = header("x-event-type")?.filter(|t| !t.is_empty());
+    let idempotency_key = header("idempotency-key")?.filter(|k| !k.is_empty());
+    let content_type = header(CONTENT_TYPE.as_str())?;
+
+    let body = read_body(req, state.max_body).await?;
+    let sub = state
+        .cache
+        .get(subscription_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no subscription with id {subscription_id}")))?;
+
+    // Valid JSON only (serde_json refuses invalid UTF-8, NaN and nesting
+    // deeper than 128 levels without recursing further).
+    serde_json::from_slice::<IgnoredAny>(&body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
+
+    if let Some(secret) = &sub.secret {
+        let given = headers
+            .get("x-signature")
+            .or_else(|| headers.get("x-hub-signature-256"))
+            .and_then(|v| v.to_str().ok());
+        match given {
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "signature_required",
+                    "this subscription has a secret: send X-Signature or X-Hub-Signature-256 \
+                     as sha256=<hex HMAC-SHA256 of the body>",
+                ))
+            }
+            Some(sig) if !signing::verify_inbound(secret, sig, &body) => {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_signature",
+                    "the signature does not match the body and the subscription's secret",
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+
+    let id = match &idempotency_key {
+        Some(key) => WebhookId::from_idempotency_key(subscription_id, key),
+        None => WebhookId::new(),
+    };
+    let received_at = Utc::now();
+    let mut meta = WebhookMeta {
+        id,
+        subscription_id,
+        event_type: event_type.clone(),
+        received_at,
+        stream_seq: None,
+    };
+
+    if !sub.accepts(event_type.as_deref()) {
+        // Nothing is queued: the row is the only record, so it must be written.
+        state
+            .writer
+            .write(Write::Webhook {
+                meta,
+                status: WebhookStatus::Filtered,
+            })
+            .await?;
+        state.metrics.webhooks_filtered.inc();
+        return Ok(json(
+            StatusCode::ACCEPTED,
+            &json!({"webhook_id": id, "status": "filtered"}),
+        ));
+    }
+
+    let published = state
+        .queue
+        .publish(Outgoing {
+            id,
+            subscription_id,
+            event_type,
+            content_type,
+            received_at,
+            body,
+        })
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, webhook_id = %id, "webhook not queued");
+            let message = match e {
+                QueueError::PublishTimeout(_) => {
+                    "the queue did not store the webhook in time; it was not accepted".to_string()
+                }
+                other => format!("the queue is unavailable; the webhook was not accepted ({other})"),
+            };
+            ApiError::unavailable("queue_unavailable", message, 5)
+        })?;
+    meta.stream_seq = Some(published.sequence);
+    if !published.duplicate {
+        state.metrics.webhooks_accepted.inc();
+        record_pending(state, meta).await;
+    }
+    tracing::debug!(webhook_id = %id, duplicate = published.duplicate, "webhook accepted");
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &json!({"webhook_id": id, "status": "pending", "duplicate": published.duplicate}),
+    ))
+}
+
+/// Writes the webhook's first row. The webhook is already durable in
+/// JetStream when this runs: a failure here is logged, not answered, since
+/// the webhook will be delivered (and its row written by its first attempt).
+async fn record_pending(state: &AppState, meta: WebhookMeta) {
+    let id = meta.id;
+    let status = WebhookStatus::Pending;
+    if let Err(e) = state.writer.write(Write::Webhook { meta, status }).await {
+        tracing::error!(error = %e, webhook_id = %id, "webhook row not written at ingest");
+    }
+}

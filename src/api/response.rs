@@ -1,0 +1,246 @@
+//! Answers and errors: every non-2xx answer is
+//! `{"error": {"code": "...", "message": "...", "field": "..."}}`, and body
+//! and query parsing map their failures to the right 4xx.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+/// The response type of every handler.
+pub type Answer = Response<Full<Bytes>>;
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The request field at fault, for validation errors.
+    pub field: Option<String>,
+    /// Seconds a client should wait before trying again (503).
+    pub retry_after: Option<u32>,
+    /// Methods the path accepts (405).
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    /// An error with a status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+            allow: None,
+        }
+    }
+
+    /// 404 for a resource that does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 400 with a code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 400 for a malformed id in the path.
+    pub fn bad_id(what: &str, raw: &str) -> Self {
+        Self::bad_request(
+            "invalid_id",
+            format!("`{}` is not a valid {what} id (expected a hyphenated UUID)", truncate(raw)),
+        )
+    }
+
+    /// 422 naming the field that failed validation.
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            message,
+        );
+        e.field = Some(field.into());
+        e
+    }
+
+    /// 400 for a bad query parameter, naming it.
+    pub fn bad_query(field: &str, message: impl Into<String>) -> Self {
+        let mut e = Self::bad_request("invalid_query", message);
+        e.field = Some(field.to_string());
+        e
+    }
+
+    /// 503 with a Retry-After.
+    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u32) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
+        e.retry_after = Some(retry_after);
+        e
+    }
+
+    /// The JSON answer.
+    pub fn into_response(self) -> Answer {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: Inner<'a>,
+        }
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            code: &'a str,
+            message: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            field: Option<&'a str>,
+        }
+        let mut resp = json(
+            self.status,
+            &Body {
+                error: Inner {
+                    code: self.code,
+                    message: &self.message,
+                    field: self.field.as_deref(),
+                },
+            },
+        );
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(allow) = self.allow {
+            resp.headers_mut()
+                .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "database error while answering a request");
+        ApiError::unavailable(
+            "storage_unavailable",
+            "the database is unavailable; try again shortly",
+            5,
+        )
+    }
+}
+
+/// A JSON answer.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Answer {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            *resp.status_mut() = status;
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "serializing a response");
+            let mut resp = Response::new(Full::new(Bytes::from_static(
+                br#"{"error":{"code":"internal","message":"response could not be encoded"}}"#,
+            )));
+            *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            resp
+        }
+    }
+}
+
+/// An empty answer (204).
+pub fn empty(status: StatusCode) -> Answer {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413 (checked
+/// on Content-Length first, then while reading, so chunked bodies are
+/// bounded too).
+pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than the {limit}-byte limit"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(ApiError::bad_request(
+            "invalid_body",
+            format!("the request body could not be read: {e}"),
+        )),
+    }
+}
+
+/// Parses a JSON body, answering 400 `invalid_json` when it is not JSON.
+pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))
+}
+
+/// Query parameters of a request, decoded.
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    /// Parses the query string of a URI.
+    pub fn of<B>(req: &Request<B>) -> Query {
+        let pairs = req
+            .uri()
+            .query()
+            .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        Query(pairs)
+    }
+
+    /// The last value of a parameter.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// An integer parameter within `min..=max`, or `default` when absent.
+    pub fn int(&self, name: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::bad_query(
+                    name,
+                    format!("`{name}` must be an integer from {min} to {max}"),
+                )),
+            },
+        }
+    }
+}
+
+/// A user-supplied value cut short enough to quote in an error.
+pub fn truncate(s: &str) -> String {
+    if s.chars().count() <= 64 {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(64).collect();
+        format!("{cut}...")
+    }
+}

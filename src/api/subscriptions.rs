@@ -1,0 +1,322 @@
+//! `/subscriptions`: create, list, read, patch, delete.
+//!
+//! Secrets: the full secret is returned only by the `POST` that created it
+//! (so a generated one can be copied); every other answer shows
+//! `"secret": "****" + its last 4 characters`, or `null` when there is none.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::response::{empty, json, parse_json, read_body, Answer, ApiError, Query};
+use super::AppState;
+use crate::delivery::signing;
+use crate::ids::SubscriptionId;
+use crate::ssrf::TargetPolicy;
+use crate::store::subscriptions::{NewSubscription, Subscription, SubscriptionPatch};
+
+/// Longest target URL accepted.
+const MAX_URL_LEN: usize = 2048;
+/// Shortest secret accepted.
+const MIN_SECRET_LEN: usize = 16;
+/// Longest secret accepted.
+const MAX_SECRET_LEN: usize = 512;
+/// Most event types one subscription can filter on.
+const MAX_EVENTS: usize = 256;
+/// Longest event type.
+const MAX_EVENT_LEN: usize = 256;
+
+/// A subscription as the API shows it.
+#[derive(Serialize)]
+pub struct SubscriptionView {
+    id: SubscriptionId,
+    target_url: String,
+    events: Option<Vec<String>>,
+    secret: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl SubscriptionView {
+    fn masked(sub: &Subscription) -> Self {
+        Self::with_secret(sub, sub.secret.as_deref().map(mask))
+    }
+
+    fn with_secret(sub: &Subscription, secret: Option<String>) -> Self {
+        SubscriptionView {
+            id: sub.id,
+            target_url: sub.target_url.clone(),
+            events: sub.events.clone(),
+            secret,
+            created_at: sub.created_at,
+            updated_at: sub.updated_at,
+        }
+    }
+}
+
+/// `****` and the last four characters.
+fn mask(secret: &str) -> String {
+    let tail: String = secret
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("****{tail}")
+}
+
+fn parse_id(raw: &str) -> Result<SubscriptionId, ApiError> {
+    SubscriptionId::parse(raw).ok_or_else(|| ApiError::bad_id("subscription", raw))
+}
+
+/// `POST /subscriptions`
+pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Answer, ApiError> {
+    let body = read_body(req, state.max_body).await?;
+    let fields = object(parse_json(&body)?)?;
+    check_keys(&fields, &["target_url", "secret", "events", "generate_secret"])?;
+    let target_url = match fields.get("target_url") {
+        Some(v) => target_url(v, &state.policy)?,
+        None => return Err(ApiError::validation("target_url", "`target_url` is required")),
+    };
+    let generate = match fields.get("generate_secret") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::validation(
+                "generate_secret",
+                "`generate_secret` must be true or false",
+            ))
+        }
+    };
+    let mut secret = fields.get("secret").map(secret).transpose()?.flatten();
+    if generate {
+        if secret.is_some() {
+            return Err(ApiError::validation(
+                "generate_secret",
+                "give either `secret` or `generate_secret`, not both",
+            ));
+        }
+        secret = Some(signing::generate_secret());
+    }
+    let events = fields.get("events").map(events).transpose()?.flatten();
+    let sub = state
+        .store
+        .create_subscription(
+            NewSubscription {
+                target_url,
+                secret,
+                events,
+            },
+            Utc::now(),
+        )
+        .await?;
+    tracing::info!(subscription_id = %sub.id, "subscription created");
+    let view = SubscriptionView::with_secret(&sub, sub.secret.clone());
+    state.cache.put(sub);
+    Ok(json(StatusCode::CREATED, &view))
+}
+
+/// `GET /subscriptions?limit=50&cursor=<id>`
+pub async fn list(state: &AppState, req: &Request<Incoming>) -> Result<Answer, ApiError> {
+    let query = Query::of(req);
+    let limit = query.int("limit", 50, 1, 500)? as usize;
+    let cursor = match query.get("cursor").filter(|c| !c.is_empty()) {
+        Some(raw) => Some(SubscriptionId::parse(raw).ok_or_else(|| {
+            ApiError::bad_query("cursor", "`cursor` must be a `next_cursor` from a previous page")
+        })?),
+        None => None,
+    };
+    let mut subs = state.store.list_subscriptions(cursor, limit).await?;
+    let next_cursor = if subs.len() > limit {
+        subs.truncate(limit);
+        subs.last().map(|s| s.id)
+    } else {
+        None
+    };
+    let items: Vec<SubscriptionView> = subs.iter().map(SubscriptionView::masked).collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"items": items, "next_cursor": next_cursor}),
+    ))
+}
+
+/// `GET /subscriptions/{id}`
+pub async fn get(state: &AppState, raw_id: &str) -> Result<Answer, ApiError> {
+    let id = parse_id(raw_id)?;
+    match state.store.subscription(id).await? {
+        Some(sub) => Ok(json(StatusCode::OK, &SubscriptionView::masked(&sub))),
+        None => Err(not_found(id)),
+    }
+}
+
+/// `PATCH /subscriptions/{id}`: only the given fields change; `null` clears
+/// `secret` or `events`.
+pub async fn update(
+    state: &Arc<AppState>,
+    raw_id: &str,
+    req: Request<Incoming>,
+) -> Result<Answer, ApiError> {
+    let id = parse_id(raw_id)?;
+    let body = read_body(req, state.max_body).await?;
+    let fields = object(parse_json(&body)?)?;
+    check_keys(&fields, &["target_url", "secret", "events"])?;
+    let patch = SubscriptionPatch {
+        target_url: fields
+            .get("target_url")
+            .map(|v| target_url(v, &state.policy))
+            .transpose()?,
+        secret: fields.get("secret").map(secret).transpose()?,
+        events: fields.get("events").map(events).transpose()?,
+    };
+    let updated = state.store.update_subscription(id, patch, Utc::now()).await?;
+    // Invalidate before answering: the next attempt uses the new settings.
+    state.cache.invalidate(id);
+    match updated {
+        Some(sub) => {
+            tracing::info!(subscription_id = %id, "subscription updated");
+            Ok(json(StatusCode::OK, &SubscriptionView::masked(&sub)))
+        }
+        None => Err(not_found(id)),
+    }
+}
+
+/// `DELETE /subscriptions/{id}`: queued webhooks of the subscription are
+/// dropped at their next attempt.
+pub async fn delete(state: &AppState, raw_id: &str) -> Result<Answer, ApiError> {
+    let id = parse_id(raw_id)?;
+    let deleted = state.store.delete_subscription(id).await?;
+    state.cache.invalidate(id);
+    if deleted {
+        tracing::info!(subscription_id = %id, "subscription deleted");
+        Ok(empty(StatusCode::NO_CONTENT))
+    } else {
+        Err(not_found(id))
+    }
+}
+
+fn not_found(id: SubscriptionId) -> ApiError {
+    ApiError::not_found(format!("no subscription with id {id}"))
+}
+
+fn object(value: Value) -> Result<Map<String, Value>, ApiError> {
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(ApiError::validation("body", "the body must be a JSON object")),
+    }
+}
+
+fn check_keys(fields: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
+    match fields.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::validation(
+            unknown.clone(),
+            format!(
+                "unknown field `{}`; expected {}",
+                super::response::truncate(unknown),
+                known.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `target_url`: an absolute http(s) URL with a host, at most 2048
+/// characters, not an IP literal in a range the SSRF guard refuses.
+fn target_url(value: &Value, policy: &TargetPolicy) -> Result<String, ApiError> {
+    let field = "target_url";
+    let Value::String(raw) = value else {
+        return Err(ApiError::validation(field, "`target_url` must be a string"));
+    };
+    if raw.len() > MAX_URL_LEN {
+        return Err(ApiError::validation(
+            field,
+            format!("`target_url` is longer than {MAX_URL_LEN} characters"),
+        ));
+    }
+    let url = url::Url::parse(raw).map_err(|e| {
+        ApiError::validation(field, format!("`target_url` is not an absolute URL: {e}"))
+    })?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(ApiError::validation(
+            field,
+            format!("`target_url` must use http or https, not {}", url.scheme()),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ApiError::validation(field, "`target_url` must have a host"));
+    }
+    if let Err(blocked) = policy.check_url(&url) {
+        return Err(ApiError::validation(
+            field,
+            format!("`target_url` is refused by the SSRF guard: {blocked}"),
+        ));
+    }
+    Ok(raw.clone())
+}
+
+/// `secret`: `null` or a string of 16 to 512 characters.
+fn secret(value: &Value) -> Result<Option<String>, ApiError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) if (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&s.chars().count()) => {
+            Ok(Some(s.clone()))
+        }
+        Value::String(_) => Err(ApiError::validation(
+            "secret",
+            format!("`secret` must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} characters long"),
+        )),
+        _ => Err(ApiError::validation("secret", "`secret` must be a string or null")),
+    }
+}
+
+/// `events`: `null` (all events) or a non-empty list of non-empty strings;
+/// duplicates are removed, order kept.
+fn events(value: &Value) -> Result<Option<Vec<String>>, ApiError> {
+    let field = "events";
+    let items = match value {
+        Value::Null => return Ok(None),
+        Value::Array(items) => items,
+        _ => {
+            return Err(ApiError::validation(
+                field,
+                "`events` must be a list of event types, or null for all events",
+            ))
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::validation(
+            field,
+            "`events` must name at least one event type, or be null for all events",
+        ));
+    }
+    if items.len() > MAX_EVENTS {
+        return Err(ApiError::validation(
+            field,
+            format!("`events` can name at most {MAX_EVENTS} event types"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Value::String(s) if !s.trim().is_empty() && s.len() <= MAX_EVENT_LEN => {
+                if !out.contains(s) {
+                    out.push(s.clone());
+                }
+            }
+            _ => {
+                return Err(ApiError::validation(
+                    field,
+                    format!(
+                        "every event type must be a non-empty string of at most {MAX_EVENT_LEN} bytes"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(Some(out))
+}

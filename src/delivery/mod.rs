@@ -1,0 +1,332 @@
+//! Delivery workers: pull webhooks from the `delivery` consumer, POST them to
+//! their subscription's target, log the attempt, then ack, NAK with the
+//! schedule's delay, or terminate.
+//!
+//! Concurrency is bounded by a semaphore: a message is taken from the
+//! consumer only when a worker slot is free. The attempt row is durable in
+//! SQLite before the message is acked, so a crash can duplicate a delivery,
+//! never lose its log.
+
+pub mod client;
+pub mod retry;
+pub mod signing;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::cache::SubscriptionCache;
+use crate::config::RetrySchedule;
+use crate::ids::{SubscriptionId, WebhookId};
+use crate::metrics::Metrics;
+use crate::queue::{self, Queue};
+use crate::store::records::Outcome;
+use crate::store::writer::{AttemptWrite, WebhookMeta, Write, Writer};
+
+/// Delay before a message is offered again when its attempt could not be
+/// logged or its subscription could not be read (SQLite trouble).
+const STORE_TROUBLE_DELAY: Duration = Duration::from_secs(1);
+
+/// Webhooks with an attempt in flight right now: the status API reports
+/// them as `delivering`.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<Mutex<HashSet<WebhookId>>>);
+
+impl InFlight {
+    /// Whether an attempt of this webhook is in flight.
+    pub fn contains(&self, id: WebhookId) -> bool {
+        self.0.lock().map(|s| s.contains(&id)).unwrap_or(false)
+    }
+
+    fn insert(&self, id: WebhookId) {
+        if let Ok(mut s) = self.0.lock() {
+            s.insert(id);
+        }
+    }
+
+    fn remove(&self, id: WebhookId) {
+        if let Ok(mut s) = self.0.lock() {
+            s.remove(&id);
+        }
+    }
+}
+
+/// Everything a worker needs; shared by all of them.
+pub struct Deliverer {
+    /// Where messages come from.
+    pub queue: Queue,
+    /// Subscription lookups.
+    pub cache: SubscriptionCache,
+    /// Attempt log.
+    pub writer: Writer,
+    /// Outbound HTTP.
+    pub sender: client::Sender,
+    /// Retry delays.
+    pub schedule: RetrySchedule,
+    /// Attempts in flight at most.
+    pub concurrency: usize,
+    /// Webhooks being delivered now.
+    pub in_flight: InFlight,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Deliverer {
+    /// Runs the workers until `shutdown` fires, then lets in-flight attempts
+    /// finish within `grace`, NAKs the rest for immediate redelivery, and
+    /// returns.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let tracker = TaskTracker::new();
+        let hard_stop = CancellationToken::new();
+        'outer: while !shutdown.is_cancelled() {
+            let consumer = match self.queue.consumer().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "delivery consumer unavailable; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            };
+            let batch = self.concurrency.clamp(1, 256);
+            let mut messages = match consumer
+                .stream()
+                .max_messages_per_batch(batch)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pulling from the delivery consumer; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            };
+            loop {
+                // Take a message only when a worker slot is free.
+                let permit = tokio::select! {
+                    p = permits.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break 'outer,
+                    },
+                    _ = shutdown.cancelled() => break 'outer,
+                };
+                let next = tokio::select! {
+                    next = messages.next() => next,
+                    _ = shutdown.cancelled() => break 'outer,
+                };
+                match next {
+                    Some(Ok(msg)) => {
+                        let this = self.clone();
+                        let hard_stop = hard_stop.clone();
+                        tracker.spawn(async move {
+                            this.handle(msg, hard_stop).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(e)) => {
+                        // Missed heartbeats and the like: the stream recovers
+                        // by itself after a reconnect.
+                        tracing::debug!(error = %e, "delivery consumer stream");
+                        if !self.queue.is_connected() {
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                                _ = shutdown.cancelled() => break 'outer,
+                            }
+                        }
+                    }
+                    None => {
+                        tracing::warn!("delivery consumer stream ended; recreating it");
+                        continue 'outer;
+                    }
+                }
+            }
+        }
+        tracker.close();
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                in_flight = tracker.len(),
+                "deliveries still in flight at the shutdown deadline; NAKing them"
+            );
+            hard_stop.cancel();
+            tracker.wait().await;
+        }
+        self.queue.flush().await;
+    }
+
+    /// One attempt of one message.
+    async fn handle(&self, msg: jetstream::Message, hard_stop: CancellationToken) {
+        let parsed = match Parsed::from_message(&msg) {
+            Ok(p) => p,
+            Err(reason) => {
+                tracing::error!(subject = %msg.subject, reason, "unreadable queue message; terminating it");
+                ack(&msg, AckKind::Term).await;
+                return;
+            }
+        };
+        let span = tracing::info_span!(
+            "delivery",
+            webhook_id = %parsed.meta.id,
+            subscription_id = %parsed.meta.subscription_id,
+            attempt = parsed.attempt,
+        );
+        self.attempt(msg, parsed, hard_stop).instrument(span).await;
+    }
+
+    async fn attempt(&self, msg: jetstream::Message, p: Parsed, hard_stop: CancellationToken) {
+        let sub = match self.cache.get(p.meta.subscription_id).await {
+            Ok(Some(sub)) => sub,
+            Ok(None) => {
+                tracing::info!("subscription deleted; dropping the webhook");
+                let dropped = Write::Dropped {
+                    meta: p.meta.clone(),
+                    reason: "subscription deleted".to_string(),
+                };
+                if let Err(e) = self.writer.write(dropped).await {
+                    tracing::warn!(error = %e, "recording a dropped webhook");
+                }
+                self.metrics.webhooks_given_up.inc();
+                ack(&msg, AckKind::Term).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the subscription; retrying shortly");
+                ack(&msg, AckKind::Nak(Some(STORE_TROUBLE_DELAY))).await;
+                return;
+            }
+        };
+
+        self.in_flight.insert(p.meta.id);
+        let started_at = Utc::now();
+        let id = p.meta.id.to_string();
+        let send = self.sender.send(client::Request {
+            url: &sub.target_url,
+            webhook_id: &id,
+            timestamp: started_at.timestamp(),
+            body: msg.payload.clone(),
+            content_type: p.content_type.as_deref(),
+            event_type: p.meta.event_type.as_deref(),
+            secret: sub.secret.as_deref(),
+        });
+        let response = tokio::select! {
+            r = send => r,
+            _ = hard_stop.cancelled() => {
+                self.in_flight.remove(p.meta.id);
+                tracing::info!("shutdown deadline: attempt abandoned, message NAKed");
+                ack(&msg, AckKind::Nak(None)).await;
+                return;
+            }
+        };
+
+        let decision = retry::decide(p.attempt, response.result, &self.schedule);
+        let next_retry_at = decision
+            .retry_in
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| Utc::now() + d);
+        let duration_ms = response.duration.as_millis() as u64;
+        let write = Write::Attempt(Box::new(AttemptWrite {
+            webhook: p.meta.clone(),
+            target_url: sub.target_url.clone(),
+            timestamp: started_at,
+            attempt_number: p.attempt,
+            outcome: decision.outcome,
+            status_code: response.status_code,
+            error: response.error.clone(),
+            duration_ms,
+            response_body: response.body,
+            next_retry_at,
+        }));
+        let logged = self.writer.write(write).await;
+        self.in_flight.remove(p.meta.id);
+        if let Err(e) = logged {
+            // Never ack without the log: offer the message again shortly.
+            tracing::error!(error = %e, "attempt not logged; the message will be redelivered");
+            ack(&msg, AckKind::Nak(Some(STORE_TROUBLE_DELAY))).await;
+            return;
+        }
+        self.metrics
+            .record_attempt(decision.outcome, response.duration.as_secs_f64());
+        tracing::info!(
+            outcome = %decision.outcome,
+            status = response.status_code,
+            duration_ms,
+            error = response.error.as_deref(),
+            retry_in_ms = decision.retry_in.map(|d| d.as_millis() as u64),
+            "delivery attempt"
+        );
+        match decision.outcome {
+            Outcome::Success => ack(&msg, AckKind::Ack).await,
+            Outcome::FailedAttempt => {
+                self.metrics.retries_scheduled.inc();
+                ack(&msg, AckKind::Nak(decision.retry_in)).await
+            }
+            Outcome::Failure => {
+                self.metrics.webhooks_given_up.inc();
+                ack(&msg, AckKind::Term).await
+            }
+        }
+    }
+}
+
+/// Sends an ack of any kind; a failure only means JetStream will redeliver.
+async fn ack(msg: &jetstream::Message, kind: AckKind) {
+    if let Err(e) = msg.ack_with(kind).await {
+        tracing::warn!(error = %e, "acknowledging a message; it will be redelivered");
+    }
+}
+
+/// What a queue message says about its webhook.
+struct Parsed {
+    meta: WebhookMeta,
+    content_type: Option<String>,
+    attempt: u32,
+}
+
+impl Parsed {
+    fn from_message(msg: &jetstream::Message) -> Result<Parsed, &'static str> {
+        let info = msg.info().map_err(|_| "no JetStream metadata")?;
+        let attempt = u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX);
+        let stream_seq = info.stream_sequence;
+        let subscription_id = msg
+            .subject
+            .as_str()
+            .strip_prefix("webhooks.")
+            .and_then(SubscriptionId::parse)
+            .ok_or("subject is not webhooks.<subscription id>")?;
+        let headers = msg.headers.as_ref().ok_or("no headers")?;
+        let header = |name: &str| headers.get(name).map(|v| v.as_str().to_string());
+        let id = header("Nats-Msg-Id")
+            .as_deref()
+            .and_then(WebhookId::parse)
+            .ok_or("no webhook id in Nats-Msg-Id")?;
+        let received_at = header(queue::HEADER_RECEIVED_AT)
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(Utc::now);
+        Ok(Parsed {
+            meta: WebhookMeta {
+                id,
+                subscription_id,
+                event_type: header(queue::HEADER_EVENT_TYPE),
+                received_at,
+                stream_seq: Some(stream_seq),
+            },
+            content_type: header(queue::HEADER_CONTENT_TYPE),
+            attempt,
+        })
+    }
+}

@@ -1,0 +1,269 @@
+//! The queue: NATS JetStream stream `WEBHOOKS` and durable pull consumer
+//! `delivery`.
+//!
+//! Ingest publishes each webhook on `webhooks.<subscription_id>` with
+//! `Nats-Msg-Id` = webhook id and answers 202 only after JetStream stored it.
+//! Delivery workers pull from the consumer; retries are NAKs with a delay.
+
+pub mod embedded;
+
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::ids::{SubscriptionId, WebhookId};
+
+/// Name of the stream holding queued webhooks.
+pub const STREAM: &str = "WEBHOOKS";
+/// Name of the durable consumer the delivery workers share.
+pub const CONSUMER: &str = "delivery";
+/// Header carrying the webhook's event type.
+pub const HEADER_EVENT_TYPE: &str = "Webhookd-Event-Type";
+/// Header carrying the time webhookd accepted the webhook (RFC 3339).
+pub const HEADER_RECEIVED_AT: &str = "Webhookd-Received-At";
+/// Header carrying the sender's content type.
+pub const HEADER_CONTENT_TYPE: &str = "Content-Type";
+
+/// What can go wrong with NATS.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Could not connect (or reconnect) to the server.
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect {
+        /// Server URL(s).
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// The stream or consumer could not be created or updated.
+    #[error("JetStream setup failed: {0}")]
+    Setup(String),
+    /// JetStream did not confirm a publish in time.
+    #[error("JetStream did not confirm the publish within {0:?}")]
+    PublishTimeout(Duration),
+    /// JetStream refused the publish (stream full, no responders...).
+    #[error("JetStream refused the publish: {0}")]
+    Publish(String),
+    /// The embedded nats-server could not be started.
+    #[error("{0}")]
+    Embedded(String),
+}
+
+/// Stream and consumer settings, from the configuration.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Payloads older than this are dropped (the retention).
+    pub max_age: Duration,
+    /// Stream size cap; full means ingest answers 503.
+    pub max_bytes: i64,
+    /// Stream replicas.
+    pub replicas: usize,
+    /// Deduplication window for `Nats-Msg-Id`.
+    pub duplicate_window: Duration,
+    /// Consumer ack wait (above the delivery timeout).
+    pub ack_wait: Duration,
+    /// Unacknowledged messages the consumer may have out.
+    pub max_ack_pending: i64,
+    /// Bound on a publish's wait for JetStream's ack.
+    pub publish_timeout: Duration,
+}
+
+/// A webhook to queue.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Its id (becomes `Nats-Msg-Id`).
+    pub id: WebhookId,
+    /// Its subscription (becomes the subject).
+    pub subscription_id: SubscriptionId,
+    /// `X-Event-Type`, if any.
+    pub event_type: Option<String>,
+    /// The sender's content type.
+    pub content_type: Option<String>,
+    /// When it was accepted.
+    pub received_at: DateTime<Utc>,
+    /// The raw body, byte for byte.
+    pub body: Bytes,
+}
+
+/// What JetStream said about a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Stream sequence of the stored message.
+    pub sequence: u64,
+    /// The id was seen within the duplicate window: nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// Connection to NATS and the JetStream context; cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    settings: QueueSettings,
+}
+
+impl Queue {
+    /// Connects to `url` (retrying until `deadline` passes), then creates or
+    /// updates the stream and the consumer.
+    pub async fn connect(
+        url: &str,
+        settings: QueueSettings,
+        deadline: Duration,
+    ) -> Result<Queue, QueueError> {
+        let started = std::time::Instant::now();
+        let client = loop {
+            let options = async_nats::ConnectOptions::new()
+                .name("webhookd")
+                .connection_timeout(Duration::from_secs(2))
+                .max_reconnects(None)
+                // Reconnect quickly after a NATS restart: ingest answers 503
+                // for as long as the client is away.
+                .reconnect_delay_callback(|attempts| {
+                    Duration::from_millis((attempts as u64 * 100).min(1_000))
+                });
+            match options.connect(url).await {
+                Ok(client) => break client,
+                Err(e) if started.elapsed() < deadline => {
+                    tracing::debug!(error = %e, "NATS not reachable yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    return Err(QueueError::Connect {
+                        url: url.to_string(),
+                        message: e.to_string(),
+                    })
+                }
+            }
+        };
+        let js = jetstream::ContextBuilder::new()
+            .timeout(settings.publish_timeout)
+            .max_ack_inflight(16_384)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        let queue = Queue {
+            client,
+            js,
+            settings,
+        };
+        queue.ensure_stream().await?;
+        Ok(queue)
+    }
+
+    /// The stream configuration webhookd wants.
+    fn stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: STREAM.to_string(),
+            description: Some("webhooks accepted by webhookd, awaiting delivery".to_string()),
+            subjects: vec!["webhooks.>".to_string()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::New,
+            max_age: self.settings.max_age,
+            max_bytes: self.settings.max_bytes,
+            num_replicas: self.settings.replicas,
+            duplicate_window: self.settings.duplicate_window,
+            ..Default::default()
+        }
+    }
+
+    /// Creates the stream, or updates it when the settings changed.
+    async fn ensure_stream(&self) -> Result<(), QueueError> {
+        self.js
+            .create_or_update_stream(self.stream_config())
+            .await
+            .map_err(|e| QueueError::Setup(format!("stream {STREAM}: {e}")))?;
+        Ok(())
+    }
+
+    /// Creates (or updates) the durable pull consumer and returns it.
+    pub async fn consumer(&self) -> Result<consumer::PullConsumer, QueueError> {
+        let stream = self
+            .js
+            .get_stream(STREAM)
+            .await
+            .map_err(|e| QueueError::Setup(format!("stream {STREAM}: {e}")))?;
+        stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(CONSUMER.to_string()),
+                description: Some("webhookd delivery workers".to_string()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.settings.ack_wait,
+                max_deliver: -1,
+                max_ack_pending: self.settings.max_ack_pending,
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| QueueError::Setup(format!("consumer {CONSUMER}: {e}")))
+    }
+
+    /// Stores a webhook in JetStream; returns once it is on disk there.
+    pub async fn publish(&self, msg: Outgoing) -> Result<Published, QueueError> {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg.id.to_string().as_str());
+        headers.insert(
+            HEADER_RECEIVED_AT,
+            msg.received_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .as_str(),
+        );
+        if let Some(t) = &msg.event_type {
+            headers.insert(HEADER_EVENT_TYPE, t.as_str());
+        }
+        if let Some(ct) = &msg.content_type {
+            headers.insert(HEADER_CONTENT_TYPE, ct.as_str());
+        }
+        let subject = format!("webhooks.{}", msg.subscription_id);
+        let timeout = self.settings.publish_timeout;
+        let publish = async {
+            let ack = self
+                .js
+                .send_publish(
+                    subject,
+                    jetstream::message::PublishMessage::build()
+                        .headers(headers)
+                        .payload(msg.body),
+                )
+                .await
+                .map_err(|e| QueueError::Publish(e.to_string()))?;
+            ack.await.map_err(|e| QueueError::Publish(e.to_string()))
+        };
+        let ack = tokio::time::timeout(timeout, publish)
+            .await
+            .map_err(|_| QueueError::PublishTimeout(timeout))??;
+        Ok(Published {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    /// Whether the client is connected right now (readiness).
+    pub fn is_connected(&self) -> bool {
+        matches!(self.client.connection_state(), State::Connected)
+    }
+
+    /// Consumer figures for metrics: (pending, ack pending).
+    pub async fn consumer_counts(&self) -> Result<(u64, u64), QueueError> {
+        let mut consumer: consumer::PullConsumer = self
+            .js
+            .get_consumer_from_stream(CONSUMER, STREAM)
+            .await
+            .map_err(|e| QueueError::Setup(e.to_string()))?;
+        let info = consumer
+            .info()
+            .await
+            .map_err(|e| QueueError::Setup(e.to_string()))?;
+        Ok((info.num_pending, info.num_ack_pending as u64))
+    }
+
+    /// Sends what the client buffered (acks and NAKs) to the server.
+    pub async fn flush(&self) {
+        if let Err(e) = self.client.flush().await {
+            tracing::warn!(error = %e, "flushing NATS client");
+        }
+    }
+}

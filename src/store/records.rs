@@ -1,0 +1,272 @@
+//! Webhook and delivery-attempt records: what the status API reads.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{from_millis, Store, StoreError};
+use crate::ids::{SubscriptionId, WebhookId};
+
+/// Where a webhook is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookStatus {
+    /// Accepted and queued; no attempt yet.
+    Pending,
+    /// An attempt is in flight right now.
+    Delivering,
+    /// An attempt failed; another is scheduled.
+    Retrying,
+    /// A receiver answered 2xx.
+    Succeeded,
+    /// Given up: schedule exhausted, target refused, or subscription deleted.
+    Failed,
+    /// Its event type is not subscribed: never queued.
+    Filtered,
+}
+
+impl WebhookStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookStatus::Pending => "pending",
+            WebhookStatus::Delivering => "delivering",
+            WebhookStatus::Retrying => "retrying",
+            WebhookStatus::Succeeded => "succeeded",
+            WebhookStatus::Failed => "failed",
+            WebhookStatus::Filtered => "filtered",
+        }
+    }
+}
+
+impl FromStr for WebhookStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "pending" => WebhookStatus::Pending,
+            "delivering" => WebhookStatus::Delivering,
+            "retrying" => WebhookStatus::Retrying,
+            "succeeded" => WebhookStatus::Succeeded,
+            "failed" => WebhookStatus::Failed,
+            "filtered" => WebhookStatus::Filtered,
+            other => return Err(format!("unknown webhook status {other}")),
+        })
+    }
+}
+
+/// The result of one attempt, as logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The receiver answered 2xx.
+    Success,
+    /// Failed; a retry is scheduled.
+    FailedAttempt,
+    /// Failed; no retry will follow.
+    Failure,
+}
+
+impl Outcome {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::FailedAttempt => "failed_attempt",
+            Outcome::Failure => "failure",
+        }
+    }
+
+    /// The webhook status this outcome leaves behind.
+    pub fn status(self) -> WebhookStatus {
+        match self {
+            Outcome::Success => WebhookStatus::Succeeded,
+            Outcome::FailedAttempt => WebhookStatus::Retrying,
+            Outcome::Failure => WebhookStatus::Failed,
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "success" => Outcome::Success,
+            "failed_attempt" => Outcome::FailedAttempt,
+            "failure" => Outcome::Failure,
+            other => return Err(format!("unknown outcome {other}")),
+        })
+    }
+}
+
+/// One logged delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// Increasing row id: the cursor of `GET /attempts`.
+    pub id: i64,
+    /// The webhook attempted.
+    pub webhook_id: WebhookId,
+    /// Its subscription.
+    pub subscription_id: SubscriptionId,
+    /// The URL this attempt went to (subscriptions can change it).
+    pub target_url: String,
+    /// When the attempt started (UTC).
+    pub timestamp: DateTime<Utc>,
+    /// 1 for the first attempt; JetStream's delivery count.
+    pub attempt_number: u32,
+    /// What came of it.
+    pub outcome: Outcome,
+    /// The receiver's HTTP status, when it answered.
+    pub status_code: Option<u16>,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+    /// Wall time of the attempt.
+    pub duration_ms: u64,
+    /// The first KiB of the receiver's answer.
+    pub response_body: Option<String>,
+}
+
+/// A webhook's summary row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRecord {
+    /// Its id.
+    pub id: WebhookId,
+    /// Its subscription.
+    pub subscription_id: SubscriptionId,
+    /// `X-Event-Type` at ingest.
+    pub event_type: Option<String>,
+    /// When it was accepted.
+    pub received_at: DateTime<Utc>,
+    /// Stored status (never `Delivering`: that one lives in memory).
+    pub status: WebhookStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next retry is due, while retrying.
+    pub next_retry_at: Option<DateTime<Utc>>,
+    /// Error of the last attempt, or why it was dropped.
+    pub last_error: Option<String>,
+}
+
+pub(crate) const ATTEMPT_COLUMNS: &str = "id, webhook_id, subscription_id, target_url, timestamp, \
+     attempt_number, outcome, status_code, error, duration_ms, response_body";
+
+fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
+    let webhook: String = row.get(1)?;
+    let subscription: String = row.get(2)?;
+    let outcome: String = row.get(6)?;
+    Ok(Attempt {
+        id: row.get(0)?,
+        webhook_id: WebhookId::parse(&webhook).unwrap_or_default(),
+        subscription_id: SubscriptionId::parse(&subscription).unwrap_or_default(),
+        target_url: row.get(3)?,
+        timestamp: from_millis(row.get(4)?),
+        attempt_number: row.get(5)?,
+        outcome: outcome.parse().unwrap_or(Outcome::Failure),
+        status_code: row.get(7)?,
+        error: row.get(8)?,
+        duration_ms: row.get::<_, i64>(9)?.max(0) as u64,
+        response_body: row.get(10)?,
+    })
+}
+
+impl Store {
+    /// A webhook's summary, or `None` when unknown (or purged).
+    pub async fn webhook(&self, id: WebhookId) -> Result<Option<WebhookRecord>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, subscription_id, event_type, received_at, status, attempts,
+                        next_retry_at, last_error
+                 FROM webhooks WHERE id = ?1",
+            )?;
+            let record = stmt
+                .query_row([id.to_string()], |row| {
+                    let id: String = row.get(0)?;
+                    let sub: String = row.get(1)?;
+                    let status: String = row.get(4)?;
+                    Ok(WebhookRecord {
+                        id: WebhookId::parse(&id).unwrap_or_default(),
+                        subscription_id: SubscriptionId::parse(&sub).unwrap_or_default(),
+                        event_type: row.get(2)?,
+                        received_at: from_millis(row.get(3)?),
+                        status: status.parse().unwrap_or(WebhookStatus::Pending),
+                        attempts: row.get(5)?,
+                        next_retry_at: row.get::<_, Option<i64>>(6)?.map(from_millis),
+                        last_error: row.get(7)?,
+                    })
+                })
+                .optional()?;
+            Ok(record)
+        })
+        .await
+    }
+
+    /// Every attempt of one webhook, oldest first.
+    pub async fn webhook_attempts(&self, id: WebhookId) -> Result<Vec<Attempt>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts WHERE webhook_id = ?1 ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([id.to_string()], attempt_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// The most recent attempts of one subscription, newest first.
+    pub async fn subscription_attempts(
+        &self,
+        id: SubscriptionId,
+        limit: usize,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts WHERE subscription_id = ?1
+                 ORDER BY timestamp DESC, id DESC LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![id.to_string(), limit as i64], attempt_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Attempts across all subscriptions, oldest first: those after `after`,
+    /// or, without a cursor, the most recent `limit`.
+    pub async fn attempts_after(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        self.call(move |conn| {
+            let mut rows = match after {
+                Some(after) => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts WHERE id > ?1
+                         ORDER BY id LIMIT ?2"
+                    ))?;
+                    let rows = stmt.query_map(params![after, limit as i64], attempt_from_row)?;
+                    rows.collect::<Result<Vec<_>, _>>()?
+                }
+                None => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts ORDER BY id DESC LIMIT ?1"
+                    ))?;
+                    let rows = stmt.query_map(params![limit as i64], attempt_from_row)?;
+                    let mut rows = rows.collect::<Result<Vec<_>, _>>()?;
+                    rows.reverse();
+                    rows
+                }
+            };
+            rows.truncate(limit);
+            Ok(rows)
+        })
+        .await
+    }
+}

@@ -1,0 +1,260 @@
+//! The batched writer: one thread owns one connection and commits many rows
+//! per transaction (group commit), then tells each caller its row is durable.
+//!
+//! Ingest and delivery send their writes here instead of taking a pooled
+//! connection each: SQLite has one write lock, and one transaction per row
+//! would cap throughput at a few thousand rows a second.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection};
+use tokio::sync::{mpsc, oneshot};
+
+use super::records::{Outcome, WebhookStatus};
+use super::{open_connection, to_millis, StoreError};
+use crate::ids::{SubscriptionId, WebhookId};
+
+/// Rows committed in one transaction at most.
+const MAX_BATCH: usize = 1024;
+/// Writes waiting in the queue at most; senders wait beyond that.
+const QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// What is known of a webhook from its queue message, enough to create its
+/// row if the attempt's write arrives before ingest's.
+#[derive(Debug, Clone)]
+pub struct WebhookMeta {
+    /// The webhook.
+    pub id: WebhookId,
+    /// Its subscription.
+    pub subscription_id: SubscriptionId,
+    /// `X-Event-Type` at ingest.
+    pub event_type: Option<String>,
+    /// When it was accepted.
+    pub received_at: DateTime<Utc>,
+    /// Its JetStream stream sequence, when queued.
+    pub stream_seq: Option<u64>,
+}
+
+/// One attempt to log, with the webhook summary it leaves behind.
+#[derive(Debug, Clone)]
+pub struct AttemptWrite {
+    /// The webhook attempted.
+    pub webhook: WebhookMeta,
+    /// The URL used.
+    pub target_url: String,
+    /// When the attempt started.
+    pub timestamp: DateTime<Utc>,
+    /// 1-based attempt number.
+    pub attempt_number: u32,
+    /// What came of it.
+    pub outcome: Outcome,
+    /// The receiver's status, if it answered.
+    pub status_code: Option<u16>,
+    /// The error, if any.
+    pub error: Option<String>,
+    /// Duration of the attempt.
+    pub duration_ms: u64,
+    /// The first KiB of the answer.
+    pub response_body: Option<String>,
+    /// When the next retry is due, for `FailedAttempt`.
+    pub next_retry_at: Option<DateTime<Utc>>,
+}
+
+/// A write the writer understands.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Ingest: the webhook's first row (pending or filtered). Never
+    /// overwrites a row an attempt already wrote.
+    Webhook {
+        /// The webhook.
+        meta: WebhookMeta,
+        /// `Pending` or `Filtered`.
+        status: WebhookStatus,
+    },
+    /// A delivery attempt and the webhook's new summary.
+    Attempt(Box<AttemptWrite>),
+    /// A webhook dropped without an attempt (its subscription is gone).
+    Dropped {
+        /// The webhook.
+        meta: WebhookMeta,
+        /// Why, for the status API.
+        reason: String,
+    },
+}
+
+type Request = (Write, oneshot::Sender<Result<(), StoreError>>);
+
+/// Sending side of the writer; clones share the one thread.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Request>,
+    stats: Arc<WriterStats>,
+}
+
+/// Figures the metrics endpoint reads.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Size of the last committed batch.
+    pub last_batch: AtomicUsize,
+}
+
+impl Writer {
+    /// Opens a dedicated connection and starts the writer thread. The thread
+    /// ends once every `Writer` clone is dropped and the queue is drained.
+    pub fn start(path: &Path) -> Result<(Writer, JoinHandle<()>), StoreError> {
+        let conn = open_connection(path)?;
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let handle = std::thread::Builder::new()
+            .name("webhookd-writer".into())
+            .spawn(move || run(conn, rx, &thread_stats))
+            .map_err(|e| StoreError::Task(format!("spawning writer thread: {e}")))?;
+        Ok((Writer { tx, stats }, handle))
+    }
+
+    /// Queues a write and waits until it is committed (or failed).
+    pub async fn write(&self, write: Write) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send((write, done))
+            .await
+            .map_err(|_| StoreError::WriterClosed)?;
+        wait.await.map_err(|_| StoreError::WriterClosed)?
+    }
+
+    /// Writes waiting to be committed.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Size of the last committed batch.
+    pub fn last_batch_size(&self) -> usize {
+        self.stats.last_batch.load(Ordering::Relaxed)
+    }
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, stats: &WriterStats) {
+    let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(req) => batch.push(req),
+                Err(_) => break,
+            }
+        }
+        let result = commit(&mut conn, &batch);
+        stats.last_batch.store(batch.len(), Ordering::Relaxed);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, rows = batch.len(), "attempt writer: batch not committed");
+        }
+        for (_, done) in batch.drain(..) {
+            let reply = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Task(format!("batch not committed: {e}"))),
+            };
+            // The caller may have given up (shutdown); nothing to tell then.
+            let _ = done.send(reply);
+        }
+    }
+    tracing::debug!("attempt writer stopped");
+}
+
+fn commit(conn: &mut Connection, batch: &[Request]) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    for (write, _) in batch {
+        apply(&tx, write)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> {
+    match write {
+        Write::Webhook { meta, status } => {
+            conn.prepare_cached(
+                "INSERT INTO webhooks (id, subscription_id, event_type, received_at, stream_seq, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(id) DO NOTHING",
+            )?
+            .execute(params![
+                meta.id.to_string(),
+                meta.subscription_id.to_string(),
+                meta.event_type,
+                to_millis(meta.received_at),
+                meta.stream_seq.map(|s| s as i64),
+                status.as_str(),
+            ])?;
+        }
+        Write::Attempt(a) => {
+            let m = &a.webhook;
+            conn.prepare_cached(
+                "INSERT INTO webhooks (id, subscription_id, event_type, received_at, stream_seq,
+                     status, attempts, last_attempt_at, last_outcome, last_status_code, last_error,
+                     next_retry_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT(id) DO UPDATE SET
+                     status = excluded.status, attempts = excluded.attempts,
+                     last_attempt_at = excluded.last_attempt_at,
+                     last_outcome = excluded.last_outcome,
+                     last_status_code = excluded.last_status_code,
+                     last_error = excluded.last_error, next_retry_at = excluded.next_retry_at,
+                     stream_seq = COALESCE(webhooks.stream_seq, excluded.stream_seq)
+                 WHERE excluded.attempts >= webhooks.attempts",
+            )?
+            .execute(params![
+                m.id.to_string(),
+                m.subscription_id.to_string(),
+                m.event_type,
+                to_millis(m.received_at),
+                m.stream_seq.map(|s| s as i64),
+                a.outcome.status().as_str(),
+                a.attempt_number,
+                to_millis(a.timestamp),
+                a.outcome.as_str(),
+                a.status_code,
+                a.error,
+                a.next_retry_at.map(to_millis),
+            ])?;
+            conn.prepare_cached(
+                "INSERT INTO delivery_attempts (webhook_id, subscription_id, target_url, timestamp,
+                     attempt_number, outcome, status_code, error, duration_ms, response_body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                m.id.to_string(),
+                m.subscription_id.to_string(),
+                a.target_url,
+                to_millis(a.timestamp),
+                a.attempt_number,
+                a.outcome.as_str(),
+                a.status_code,
+                a.error,
+                a.duration_ms as i64,
+                a.response_body,
+            ])?;
+        }
+        Write::Dropped { meta, reason } => {
+            conn.prepare_cached(
+                "INSERT INTO webhooks (id, subscription_id, event_type, received_at, stream_seq,
+                     status, last_error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'failed', ?6)
+                 ON CONFLICT(id) DO UPDATE SET status = 'failed', last_error = excluded.last_error,
+                     next_retry_at = NULL",
+            )?
+            .execute(params![
+                meta.id.to_string(),
+                meta.subscription_id.to_string(),
+                meta.event_type,
+                to_millis(meta.received_at),
+                meta.stream_seq.map(|s| s as i64),
+                reason,
+            ])?;
+        }
+    }
+    Ok(())
+}
