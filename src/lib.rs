@@ -52,6 +52,9 @@ use crate::ssrf::TargetPolicy;
 use crate::store::writer::Writer;
 use crate::store::{Store, StoreError};
 
+/// Room for NATS headers on top of the largest body.
+const HEADER_ROOM: usize = 4096;
+
 /// Why webhookd could not start (or stopped with an error).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -113,31 +116,25 @@ pub async fn run(
     let (embedded, nats_url) = match &config.nats_url {
         Some(url) => (None, url.clone()),
         None => {
-            let nats = EmbeddedNats::start(&config.nats_server_bin, &config.data_dir).await?;
+            let nats = EmbeddedNats::start(
+                &config.nats_server_bin,
+                &config.data_dir,
+                config.max_body + HEADER_ROOM,
+            )
+            .await?;
             let url = nats.url().to_string();
             (Some(nats), url)
         }
     };
-    let settings = QueueSettings {
-        max_age: config.retention,
-        max_bytes: config.stream_max_bytes as i64,
-        replicas: config.stream_replicas,
-        duplicate_window: config.duplicate_window,
-        ack_wait: config.ack_wait(),
-        max_ack_pending: config.max_ack_pending,
-        publish_timeout: config.publish_timeout,
-    };
-    let queue = match Queue::connect(&nats_url, settings, std::time::Duration::from_secs(30)).await
-    {
+    let queue = match open_queue(&config, &nats_url).await {
         Ok(q) => q,
         Err(e) => {
             if let Some(nats) = embedded {
                 nats.stop().await;
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
-    queue.consumer().await?;
 
     let metrics = Arc::new(Metrics::new());
     let cache = SubscriptionCache::new(store.clone(), config.cache_capacity, config.cache_ttl);
@@ -159,7 +156,7 @@ pub async fn run(
         metrics: metrics.clone(),
         in_flight: in_flight.clone(),
         policy,
-        max_body: config.max_body,
+        max_body: effective_max_body(config.max_body, queue.max_payload()),
         api_token: config.api_token.clone(),
         draining: stop.clone(),
     });
@@ -220,4 +217,39 @@ pub async fn run(
     }
     tracing::info!("webhookd stopped");
     Ok(())
+}
+
+/// The body limit ingest can honour: a webhook must fit in one NATS message
+/// with its headers. An external server with a smaller `max_payload` lowers
+/// the limit (with a warning) rather than failing every large webhook.
+fn effective_max_body(configured: usize, max_payload: usize) -> usize {
+    let fits = max_payload.saturating_sub(HEADER_ROOM);
+    if fits < configured {
+        tracing::warn!(
+            configured,
+            max_payload,
+            effective = fits,
+            "--max-body exceeds what the NATS server accepts; larger bodies get 413 \
+             (raise max_payload in nats-server.conf to lift this)"
+        );
+        fits
+    } else {
+        configured
+    }
+}
+
+/// Connects to NATS and sets up the stream and consumer.
+async fn open_queue(config: &Config, url: &str) -> Result<Queue, RunError> {
+    let settings = QueueSettings {
+        max_age: config.retention,
+        max_bytes: config.stream_max_bytes as i64,
+        replicas: config.stream_replicas,
+        duplicate_window: config.duplicate_window,
+        ack_wait: config.ack_wait(),
+        max_ack_pending: config.max_ack_pending,
+        publish_timeout: config.publish_timeout,
+    };
+    let queue = Queue::connect(url, settings, std::time::Duration::from_secs(30)).await?;
+    queue.consumer().await?;
+    Ok(queue)
 }

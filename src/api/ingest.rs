@@ -48,6 +48,7 @@ async fn accept(
     }
     let subscription_id =
         SubscriptionId::parse(raw_id).ok_or_else(|| ApiError::bad_id("subscription", raw_id))?;
+    tracing::Span::current().record("subscription_id", tracing::field::display(subscription_id));
     let headers = req.headers().clone();
     let header = |name: &str| -> Result<Option<String>, ApiError> {
         match headers.get(name) {
@@ -107,6 +108,7 @@ async fn accept(
         Some(key) => WebhookId::from_idempotency_key(subscription_id, key),
         None => WebhookId::new(),
     };
+    tracing::Span::current().record("webhook_id", tracing::field::display(id));
     let received_at = Utc::now();
     let mut meta = WebhookMeta {
         id,

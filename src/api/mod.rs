@@ -63,6 +63,8 @@ pub async fn handle(
         method = %req.method(),
         path = %req.uri().path(),
         status = tracing::field::Empty,
+        subscription_id = tracing::field::Empty,
+        webhook_id = tracing::field::Empty,
     );
     let answer = route(&state, req)
         .instrument(span.clone())

@@ -116,18 +116,18 @@ impl Deliverer {
                     }
                 }
             };
-            loop {
+            let shutting_down = loop {
                 // Take a message only when a worker slot is free.
                 let permit = tokio::select! {
                     p = permits.clone().acquire_owned() => match p {
                         Ok(p) => p,
-                        Err(_) => break 'outer,
+                        Err(_) => break true,
                     },
-                    _ = shutdown.cancelled() => break 'outer,
+                    _ = shutdown.cancelled() => break true,
                 };
                 let next = tokio::select! {
                     next = messages.next() => next,
-                    _ = shutdown.cancelled() => break 'outer,
+                    _ = shutdown.cancelled() => break true,
                 };
                 match next {
                     Some(Ok(msg)) => {
@@ -145,15 +145,30 @@ impl Deliverer {
                         if !self.queue.is_connected() {
                             tokio::select! {
                                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                                _ = shutdown.cancelled() => break 'outer,
+                                _ = shutdown.cancelled() => break true,
                             }
                         }
                     }
                     None => {
                         tracing::warn!("delivery consumer stream ended; recreating it");
-                        continue 'outer;
+                        break false;
                     }
                 }
+            };
+            if shutting_down {
+                // Messages already pulled but not started: hand them back
+                // for immediate redelivery instead of waiting for ack_wait.
+                let mut handed_back = 0;
+                while let Ok(Some(Ok(msg))) =
+                    tokio::time::timeout(Duration::from_millis(20), messages.next()).await
+                {
+                    ack(&msg, AckKind::Nak(None)).await;
+                    handed_back += 1;
+                }
+                if handed_back > 0 {
+                    tracing::info!(handed_back, "shutdown: NAKed messages not yet started");
+                }
+                break 'outer;
             }
         }
         tracker.close();

@@ -36,9 +36,20 @@ struct Spec {
     run_dir: PathBuf,
 }
 
+impl Spec {
+    fn conf_file(&self) -> PathBuf {
+        self.store_dir.join("nats-server.conf")
+    }
+}
+
 impl EmbeddedNats {
     /// Starts nats-server on a free loopback port and waits until it listens.
-    pub async fn start(bin: &Path, data_dir: &Path) -> Result<EmbeddedNats, QueueError> {
+    /// `max_payload` must hold the largest webhook body plus its headers.
+    pub async fn start(
+        bin: &Path,
+        data_dir: &Path,
+        max_payload: usize,
+    ) -> Result<EmbeddedNats, QueueError> {
         let spec = Spec {
             bin: bin.to_path_buf(),
             store_dir: data_dir.join("nats"),
@@ -46,6 +57,13 @@ impl EmbeddedNats {
         };
         std::fs::create_dir_all(&spec.run_dir).map_err(|e| {
             QueueError::Embedded(format!("creating {}: {e}", spec.run_dir.display()))
+        })?;
+        // Settings the command line cannot give; written anew at each start.
+        let conf = format!(
+            "# Written by webhookd at each start; edits are lost.\nmax_payload: {max_payload}\n"
+        );
+        std::fs::write(spec.conf_file(), conf).map_err(|e| {
+            QueueError::Embedded(format!("writing {}: {e}", spec.conf_file().display()))
         })?;
         let (child, port) = spawn(&spec, None).await?;
         let url = format!("nats://127.0.0.1:{port}");
@@ -134,7 +152,9 @@ async fn spawn(spec: &Spec, port: Option<u16>) -> Result<(Child, u16), QueueErro
     }
     let log_file = spec.store_dir.join("nats-server.log");
     let mut cmd = Command::new(&spec.bin);
-    cmd.arg("-js")
+    cmd.arg("-c")
+        .arg(spec.conf_file())
+        .arg("-js")
         .arg("-sd")
         .arg(&spec.store_dir)
         .args(["-a", "127.0.0.1", "-p"])

@@ -241,6 +241,11 @@ impl Queue {
         })
     }
 
+    /// Largest message the server accepts (headers included).
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
     /// Whether the client is connected right now (readiness).
     pub fn is_connected(&self) -> bool {
         matches!(self.client.connection_state(), State::Connected)

@@ -133,10 +133,12 @@ impl Store {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
-    /// Answers when SQLite answers a trivial query: the readiness probe.
+    /// The readiness probe: SQLite answers a query and grants the write
+    /// lock (which the attempt writer needs) within the busy timeout.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.call(|c| {
             c.query_row("SELECT count(*) FROM schema_version", [], |_| Ok(()))?;
+            c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
             Ok(())
         })
         .await

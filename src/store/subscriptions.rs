@@ -90,6 +90,7 @@ impl Store {
         new: NewSubscription,
         now: DateTime<Utc>,
     ) -> Result<Subscription, StoreError> {
+        let now = from_millis(to_millis(now));
         self.call(move |conn| {
             let sub = Subscription {
                 id: SubscriptionId::new(),
@@ -149,6 +150,8 @@ impl Store {
         patch: SubscriptionPatch,
         now: DateTime<Utc>,
     ) -> Result<Option<Subscription>, StoreError> {
+        // Stored in milliseconds: answer what a later read will show.
+        let now = from_millis(to_millis(now));
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let Some(mut sub) = get(&tx, id)? else {

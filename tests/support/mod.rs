@@ -110,7 +110,11 @@ impl TestNats {
                 .and_then(|t| serde_json::from_str::<Value>(&t).ok())
                 .and_then(|v| {
                     // 2.9 writes "nats", newer servers "client".
-                    let urls = if v["nats"].is_array() { &v["nats"] } else { &v["client"] };
+                    let urls = if v["nats"].is_array() {
+                        &v["nats"]
+                    } else {
+                        &v["client"]
+                    };
                     urls[0].as_str().map(str::to_string)
                 })
                 .and_then(|u| u.rsplit(':').next()?.parse::<u16>().ok())
@@ -118,14 +122,20 @@ impl TestNats {
                 self.port = p;
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(10), "nats-server did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nats-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         // The ports file appears once the client listener is up; JetStream may
         // still be recovering its store: wait until a connection succeeds.
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "nats-server not listening");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nats-server not listening"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -214,7 +224,9 @@ impl Receiver {
     pub async fn scripted(
         script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static,
     ) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().expect("receiver addr");
         let log: Arc<Mutex<Vec<Received>>> = Arc::default();
         let script: Arc<Script> = Arc::new(script);
@@ -240,8 +252,17 @@ impl Receiver {
                                     (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())
                                 })
                                 .collect();
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let received = Received { headers, body, at: Instant::now() };
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let received = Received {
+                                headers,
+                                body,
+                                at: Instant::now(),
+                            };
                             let n = {
                                 let mut log = log.lock().unwrap();
                                 log.push(received.clone());
@@ -251,7 +272,8 @@ impl Receiver {
                             if !reply.delay.is_zero() {
                                 tokio::time::sleep(reply.delay).await;
                             }
-                            let mut resp = Response::new(Full::new(Bytes::from_static(reply.body.as_bytes())));
+                            let mut resp =
+                                Response::new(Full::new(Bytes::from_static(reply.body.as_bytes())));
                             *resp.status_mut() = StatusCode::from_u16(reply.status).unwrap();
                             for (k, v) in reply.headers {
                                 resp.headers_mut().insert(k, v.parse().unwrap());
@@ -265,7 +287,11 @@ impl Receiver {
                 });
             }
         });
-        Receiver { addr, log, stop: Some(stop) }
+        Receiver {
+            addr,
+            log,
+            stop: Some(stop),
+        }
     }
 
     /// `http://127.0.0.1:<port>/hook`.
@@ -285,10 +311,14 @@ impl Receiver {
 
     /// Waits until at least `n` requests arrived.
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
-        eventually(&format!("{n} requests at the receiver"), DEADLINE, || async {
-            let got = self.received();
-            (got.len() >= n).then_some(got)
-        })
+        eventually(
+            &format!("{n} requests at the receiver"),
+            DEADLINE,
+            || async {
+                let got = self.received();
+                (got.len() >= n).then_some(got)
+            },
+        )
         .await
     }
 }
@@ -339,7 +369,10 @@ impl TestServer {
         let task = tokio::spawn(webhookd::run(config, listener, async move {
             let _ = stopped.await;
         }));
-        let http = reqwest::Client::builder().no_proxy().build().expect("client");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
         let server = TestServer {
             addr,
             http,
@@ -348,7 +381,13 @@ impl TestServer {
             task: Some(task),
         };
         eventually("webhookd to answer /healthz", DEADLINE, || async {
-            server.http.get(server.url("/healthz")).send().await.ok().filter(|r| r.status() == 200)
+            server
+                .http
+                .get(server.url("/healthz"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
         })
         .await;
         server
@@ -374,9 +413,8 @@ impl TestServer {
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                Value::String(String::from_utf8_lossy(&bytes).into_owned())
-            })
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         (status, value)
     }
@@ -412,7 +450,8 @@ impl TestServer {
     pub async fn ingest(&self, sub: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
         let mut all = vec![("content-type", "application/json")];
         all.extend_from_slice(headers);
-        self.raw("POST", &format!("/ingest/{sub}"), &all, body.to_string()).await
+        self.raw("POST", &format!("/ingest/{sub}"), &all, body.to_string())
+            .await
     }
 
     /// `GET /status/{id}`'s answer once `done(answer)` holds.
