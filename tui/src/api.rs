@@ -1,0 +1,668 @@
+//! HTTP client for the webhookd API and the JSON types it exchanges.
+//!
+//! The TUI is only a client of the public HTTP API, so everything it knows
+//! about the server goes through [`Client`]. Errors are folded into
+//! [`ApiError`], which keeps the three cases the UI treats differently apart:
+//! the server cannot be reached, the server answered with an error, or the
+//! answer could not be understood.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// How long one request may take before the server is considered unreachable.
+///
+/// Short, because the UI polls every second and a hung request would only
+/// delay the "unreachable" notice.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long establishing a TCP connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Upper bound on pages fetched by [`Client::list_subscriptions`], so that a
+/// misbehaving server that keeps returning cursors cannot loop us forever.
+const MAX_SUBSCRIPTION_PAGES: usize = 1_000;
+
+/// Page size asked for when listing subscriptions.
+const SUBSCRIPTION_PAGE_SIZE: u32 = 100;
+
+/// Why an API call failed, split the way the UI needs to react.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// The server could not be reached (connection refused, DNS, timeout,
+    /// connection dropped mid-answer). The UI shows "unreachable" and retries.
+    #[error("server unreachable: {0}")]
+    Unreachable(String),
+    /// The server answered with a non-2xx status. `code`, `message` and
+    /// `field` come from its JSON error body when it has one.
+    #[error("HTTP {status} {code}: {message}")]
+    Http {
+        /// HTTP status code.
+        status: u16,
+        /// Machine-readable error code, e.g. `not_found` or `validation_failed`.
+        code: String,
+        /// Human-readable explanation from the server.
+        message: String,
+        /// The request field a validation error is about, if any.
+        field: Option<String>,
+    },
+    /// The server answered 2xx but the body was not what we expected.
+    #[error("unexpected response: {0}")]
+    Decode(String),
+    /// The client could not be set up (bad base URL or token).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl ApiError {
+    /// True when the error means the server is not reachable at all, as
+    /// opposed to the server refusing or failing one request.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ApiError::Unreachable(_))
+    }
+
+    /// The HTTP status of a server error answer, if this is one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The request field a validation error names, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::Http { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// A short text for the screen: the server's own message for HTTP
+    /// errors, the full description otherwise.
+    pub fn short(&self) -> String {
+        match self {
+            ApiError::Http {
+                status,
+                code,
+                message,
+                ..
+            } => format!("{message} ({code}, HTTP {status})"),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// A webhook subscription as the server returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Server-assigned UUID.
+    pub id: String,
+    /// Where deliveries are POSTed.
+    pub target_url: String,
+    /// Event types delivered; `None` means every event.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+    /// Masked signing secret (`****wxyz`), or `None` when unsigned.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// When the subscription was created.
+    pub created_at: DateTime<Utc>,
+    /// When the subscription was last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One page of `GET /subscriptions`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SubscriptionPage {
+    /// Subscriptions in creation order.
+    pub items: Vec<Subscription>,
+    /// Cursor for the next page, `None` on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+/// Body of `POST /subscriptions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewSubscription {
+    /// Where deliveries go.
+    pub target_url: String,
+    /// Signing secret; omitted when `None` (unsigned deliveries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Event filter; serialised as `null` (all events) when `None`.
+    pub events: Option<Vec<String>>,
+}
+
+/// Body of `PATCH /subscriptions/{id}`: only the fields that are `Some` are
+/// sent, so the server leaves the others unchanged. The inner `Option` of
+/// `secret` / `events` distinguishes "set to this" from "clear" (`null`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SubscriptionPatch {
+    /// New target URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_url: Option<String>,
+    /// New secret (`Some(None)` removes the secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Option<String>>,
+    /// New event filter (`Some(None)` means all events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Option<Vec<String>>>,
+}
+
+impl SubscriptionPatch {
+    /// True when the patch would change nothing, so no request is needed.
+    pub fn is_empty(&self) -> bool {
+        self.target_url.is_none() && self.secret.is_none() && self.events.is_none()
+    }
+}
+
+/// Result of one delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The target accepted the webhook.
+    Success,
+    /// The attempt failed and will be retried.
+    FailedAttempt,
+    /// The attempt failed and no retry follows.
+    Failure,
+    /// An outcome this client does not know (newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl Outcome {
+    /// The wire name, used on screen.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::FailedAttempt => "failed_attempt",
+            Outcome::Failure => "failure",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One delivery attempt of a webhook to a subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Increasing id; used as the cursor of the live tail.
+    pub id: i64,
+    /// The webhook that was delivered.
+    pub webhook_id: String,
+    /// The subscription it was delivered to.
+    pub subscription_id: String,
+    /// The URL it was POSTed to.
+    #[serde(default)]
+    pub target_url: String,
+    /// When the attempt finished.
+    pub timestamp: DateTime<Utc>,
+    /// 1 for the first try, 2 for the first retry, ...
+    pub attempt_number: u32,
+    /// What happened.
+    pub outcome: Outcome,
+    /// HTTP status the target answered, if it answered.
+    #[serde(default)]
+    pub status_code: Option<u16>,
+    /// Transport or HTTP error text, if the attempt failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// How long the attempt took.
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// The first KiB of the target's answer.
+    #[serde(default)]
+    pub response_body: Option<String>,
+}
+
+/// `GET /status/{webhook_id}`: where one webhook stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookStatus {
+    /// The webhook.
+    pub webhook_id: String,
+    /// The subscription it is delivered to.
+    pub subscription_id: String,
+    /// Event type given at ingest, if any.
+    #[serde(default)]
+    pub event_type: Option<String>,
+    /// When webhookd accepted it.
+    pub received_at: DateTime<Utc>,
+    /// `pending`, `delivering`, `retrying`, `succeeded`, `failed` or `filtered`.
+    pub status: String,
+    /// Attempts made so far.
+    pub attempt_count: u32,
+    /// When the next retry is due, if one is scheduled.
+    #[serde(default)]
+    pub next_retry_at: Option<DateTime<Utc>>,
+    /// Error of the last failed attempt.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Attempts, oldest first.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+}
+
+impl WebhookStatus {
+    /// True once the webhook can no longer change, so polling may stop.
+    pub fn is_final(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "failed" | "filtered")
+    }
+}
+
+/// `GET /attempts?after=..`: a page of the global attempt log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AttemptsPage {
+    /// Attempts with `id > after`, oldest first.
+    pub items: Vec<Attempt>,
+    /// Largest id returned (or `after` echoed when nothing new).
+    #[serde(default)]
+    pub next_cursor: Option<i64>,
+}
+
+/// Error body the server sends with every non-2xx answer.
+#[derive(Debug, Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+/// Inner part of [`ErrorEnvelope`].
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    field: Option<String>,
+}
+
+/// Async client for the webhookd HTTP API.
+///
+/// Cheap to clone (the connection pool is shared), so the runtime hands a
+/// clone to every background task.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+}
+
+impl fmt::Debug for Client {
+    // Written by hand so the bearer token can never end up in a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Build a client for `base_url` (e.g. `http://127.0.0.1:8000`), sending
+    /// `Authorization: Bearer <token>` on every request when a non-empty
+    /// token is given.
+    pub fn new(base_url: &str, token: Option<String>) -> Result<Client, ApiError> {
+        let base = Url::parse(base_url.trim())
+            .map_err(|e| ApiError::Config(format!("bad URL {base_url:?}: {e}")))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ApiError::Config(format!(
+                "URL must start with http:// or https://, got {base_url:?}"
+            )));
+        }
+        if base.cannot_be_a_base() {
+            return Err(ApiError::Config(format!("bad URL {base_url:?}")));
+        }
+        let mut headers = HeaderMap::new();
+        if let Some(token) = token.filter(|t| !t.trim().is_empty()) {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                .map_err(|_| ApiError::Config("token contains invalid characters".into()))?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("webhookd-tui/", env!("CARGO_PKG_VERSION")))
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .no_proxy()
+            .build()
+            .map_err(|e| ApiError::Config(format!("cannot build HTTP client: {e}")))?;
+        Ok(Client { http, base })
+    }
+
+    /// The base URL this client talks to.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    /// `GET /healthz`: succeeds when the server is up.
+    pub async fn health(&self) -> Result<(), ApiError> {
+        self.send(Method::GET, &["healthz"], &[], None::<&()>)
+            .await
+            .map(|_| ())
+    }
+
+    /// All subscriptions, following `next_cursor` until the last page.
+    pub async fn list_subscriptions(&self) -> Result<Vec<Subscription>, ApiError> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_SUBSCRIPTION_PAGES {
+            let mut query = vec![("limit", SUBSCRIPTION_PAGE_SIZE.to_string())];
+            if let Some(c) = &cursor {
+                query.push(("cursor", c.clone()));
+            }
+            let page: SubscriptionPage = self.get_json(&["subscriptions"], &query).await?;
+            all.extend(page.items);
+            match page.next_cursor {
+                // A cursor equal to the one we sent would loop forever.
+                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+                _ => return Ok(all),
+            }
+        }
+        Ok(all)
+    }
+
+    /// `GET /subscriptions/{id}`.
+    pub async fn get_subscription(&self, id: &str) -> Result<Subscription, ApiError> {
+        self.get_json(&["subscriptions", id], &[]).await
+    }
+
+    /// `POST /subscriptions`. The answer holds the full secret, once.
+    pub async fn create_subscription(
+        &self,
+        new: &NewSubscription,
+    ) -> Result<Subscription, ApiError> {
+        let body = self
+            .send(Method::POST, &["subscriptions"], &[], Some(new))
+            .await?;
+        decode(&body)
+    }
+
+    /// `PATCH /subscriptions/{id}` with only the fields set in `patch`.
+    pub async fn update_subscription(
+        &self,
+        id: &str,
+        patch: &SubscriptionPatch,
+    ) -> Result<Subscription, ApiError> {
+        let body = self
+            .send(Method::PATCH, &["subscriptions", id], &[], Some(patch))
+            .await?;
+        decode(&body)
+    }
+
+    /// `DELETE /subscriptions/{id}`.
+    pub async fn delete_subscription(&self, id: &str) -> Result<(), ApiError> {
+        self.send(Method::DELETE, &["subscriptions", id], &[], None::<&()>)
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /subscriptions/{id}/attempts?limit=N`: most recent first.
+    pub async fn subscription_attempts(
+        &self,
+        id: &str,
+        limit: u32,
+    ) -> Result<Vec<Attempt>, ApiError> {
+        self.get_json(
+            &["subscriptions", id, "attempts"],
+            &[("limit", limit.to_string())],
+        )
+        .await
+    }
+
+    /// `GET /status/{webhook_id}`.
+    pub async fn webhook_status(&self, id: &str) -> Result<WebhookStatus, ApiError> {
+        self.get_json(&["status", id], &[]).await
+    }
+
+    /// `GET /attempts?after=<id>&limit=N`: attempts newer than `after`
+    /// (or the latest `limit` when `after` is `None`), oldest first.
+    pub async fn attempts_after(
+        &self,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<AttemptsPage, ApiError> {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(after) = after {
+            query.push(("after", after.to_string()));
+        }
+        self.get_json(&["attempts"], &query).await
+    }
+
+    /// `GET /metrics` as Prometheus text. A server without metrics answers
+    /// 404, which comes back as [`ApiError::Http`].
+    pub async fn metrics_text(&self) -> Result<String, ApiError> {
+        let body = self
+            .send(Method::GET, &["metrics"], &[], None::<&()>)
+            .await?;
+        String::from_utf8(body).map_err(|e| ApiError::Decode(format!("metrics not UTF-8: {e}")))
+    }
+
+    /// Base URL with `segments` appended, each percent-encoded, so an id can
+    /// never escape its path segment.
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Url, ApiError> {
+        let mut url = self.base.clone();
+        {
+            let mut path = url
+                .path_segments_mut()
+                .map_err(|_| ApiError::Config("base URL cannot take a path".into()))?;
+            path.pop_if_empty();
+            path.extend(segments);
+        }
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in query {
+                pairs.append_pair(k, v);
+            }
+        }
+        Ok(url)
+    }
+
+    /// GET and decode a JSON answer.
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<T, ApiError> {
+        let body = self.send(Method::GET, segments, query, None::<&()>).await?;
+        decode(&body)
+    }
+
+    /// Send one request; return the body of a 2xx answer or the matching
+    /// [`ApiError`].
+    async fn send<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<&B>,
+    ) -> Result<Vec<u8>, ApiError> {
+        let url = self.url(segments, query)?;
+        let mut req = self.http.request(method, url);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.map_err(transport_error)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(transport_error)?;
+        if status.is_success() {
+            Ok(bytes.to_vec())
+        } else {
+            Err(http_error(status, &bytes))
+        }
+    }
+}
+
+/// Decode a JSON body into `T`.
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::Decode(e.to_string()))
+}
+
+/// Turn a non-2xx answer into [`ApiError::Http`], using the server's error
+/// envelope when the body has one.
+pub fn http_error(status: StatusCode, body: &[u8]) -> ApiError {
+    let fallback_message = || {
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim();
+        if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_string()
+        } else {
+            text.chars().take(200).collect()
+        }
+    };
+    match serde_json::from_slice::<ErrorEnvelope>(body) {
+        Ok(env) => ApiError::Http {
+            status: status.as_u16(),
+            code: env.error.code.unwrap_or_else(|| "error".into()),
+            message: env.error.message.unwrap_or_else(fallback_message),
+            field: env.error.field,
+        },
+        Err(_) => ApiError::Http {
+            status: status.as_u16(),
+            code: format!("http_{}", status.as_u16()),
+            message: fallback_message(),
+            field: None,
+        },
+    }
+}
+
+/// Map a reqwest transport failure. Everything that is not a decode
+/// problem means "we did not get an answer", i.e. unreachable.
+fn transport_error(err: reqwest::Error) -> ApiError {
+    if err.is_decode() {
+        return ApiError::Decode(err.to_string());
+    }
+    if err.is_timeout() {
+        return ApiError::Unreachable("timed out".into());
+    }
+    // The innermost cause ("Connection refused (os error 111)") says the
+    // most; reqwest's own text only repeats the URL.
+    let mut cause: &dyn std::error::Error = &err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    ApiError::Unreachable(cause.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_serialises_only_changed_fields() {
+        let patch = SubscriptionPatch {
+            target_url: None,
+            secret: None,
+            events: Some(None),
+        };
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap(),
+            serde_json::json!({"events": null})
+        );
+        let patch = SubscriptionPatch {
+            target_url: Some("https://a.example/h".into()),
+            secret: Some(Some("0123456789abcdef".into())),
+            events: Some(Some(vec!["a".into()])),
+        };
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap(),
+            serde_json::json!({"target_url": "https://a.example/h", "secret": "0123456789abcdef", "events": ["a"]})
+        );
+        assert!(SubscriptionPatch::default().is_empty());
+        assert_eq!(
+            serde_json::to_value(SubscriptionPatch::default()).unwrap(),
+            serde_json::json!({})
+        );
+    }
+
+    #[test]
+    fn new_subscription_sends_null_events_and_omits_missing_secret() {
+        let new = NewSubscription {
+            target_url: "https://a.example/h".into(),
+            secret: None,
+            events: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&new).unwrap(),
+            serde_json::json!({"target_url": "https://a.example/h", "events": null})
+        );
+    }
+
+    #[test]
+    fn error_envelope_is_parsed() {
+        let body = br#"{"error":{"code":"validation_failed","message":"must be https","field":"target_url"}}"#;
+        let err = http_error(StatusCode::UNPROCESSABLE_ENTITY, body);
+        assert_eq!(
+            err,
+            ApiError::Http {
+                status: 422,
+                code: "validation_failed".into(),
+                message: "must be https".into(),
+                field: Some("target_url".into()),
+            }
+        );
+        assert_eq!(err.field(), Some("target_url"));
+    }
+
+    #[test]
+    fn non_json_error_body_still_gives_http_error() {
+        let err = http_error(StatusCode::NOT_FOUND, b"");
+        assert_eq!(err.status(), Some(404));
+        assert_eq!(err.field(), None);
+        assert!(err.to_string().contains("Not Found"));
+    }
+
+    #[test]
+    fn attempt_with_unknown_outcome_decodes() {
+        let json = r#"{"id":1,"webhook_id":"w","subscription_id":"s","target_url":"u",
+            "timestamp":"2026-11-29T09:41:03.123Z","attempt_number":1,"outcome":"weird",
+            "status_code":null,"error":null,"duration_ms":3,"response_body":null}"#;
+        let a: Attempt = serde_json::from_str(json).unwrap();
+        assert_eq!(a.outcome, Outcome::Unknown);
+    }
+
+    #[test]
+    fn urls_encode_ids_and_keep_base_path() {
+        let c = Client::new("http://127.0.0.1:9/prefix/", Some("t".into())).unwrap();
+        let u = c
+            .url(&["subscriptions", "a/b?c"], &[("limit", "5".into())])
+            .unwrap();
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:9/prefix/subscriptions/a%2Fb%3Fc?limit=5"
+        );
+        let c = Client::new("http://127.0.0.1:9", None).unwrap();
+        assert_eq!(
+            c.url(&["healthz"], &[]).unwrap().as_str(),
+            "http://127.0.0.1:9/healthz"
+        );
+    }
+
+    #[test]
+    fn bad_config_is_rejected() {
+        assert!(matches!(
+            Client::new("ftp://x", None),
+            Err(ApiError::Config(_))
+        ));
+        assert!(matches!(
+            Client::new("not a url", None),
+            Err(ApiError::Config(_))
+        ));
+        assert!(matches!(
+            Client::new("http://x", Some("bad\ntoken".into())),
+            Err(ApiError::Config(_))
+        ));
+        // The token never shows up in Debug output.
+        let c = Client::new("http://x", Some("s3cr3t-token".into())).unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,19 @@
+//! `webhookd-tui`: a keyboard-driven terminal client for the webhookd HTTP
+//! API.
+//!
+//! The crate is a library so that the pieces can be tested on their own
+//! (and the API client reused by the server's integration tests):
+//!
+//! - [`api`]: reqwest client and serde types of the HTTP API;
+//! - [`app`]: all UI state, changed only by `App::update(Action)`, no I/O;
+//! - [`ui`]: rendering as a pure function of the state;
+//! - [`event`]: the one channel of ticks, terminal input and API results;
+//! - [`runtime`]: the loop gluing them together and running effects;
+//! - [`metrics`]: Prometheus counter parsing for the header rates.
+
+pub mod api;
+pub mod app;
+pub mod event;
+pub mod metrics;
+pub mod runtime;
+pub mod ui;

@@ -1,0 +1,244 @@
+//! The API client against a tiny scripted HTTP server on 127.0.0.1: request
+//! shapes (paths, query, auth header, bodies) and the mapping of answers to
+//! `ApiError`. The real-server test lives in the root crate.
+
+use std::net::TcpListener as StdListener;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use webhookd_tui::api::{ApiError, Client, NewSubscription, Outcome, SubscriptionPatch};
+
+/// One request as the fake server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    target: String,
+    authorization: Option<String>,
+    body: String,
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+const SUB: &str = r#"{"id":"0193a4c2-0000-7000-8000-000000000001","target_url":"https://a.example/h","events":null,"secret":"****wxyz","created_at":"2026-11-29T09:41:03.123Z","updated_at":"2026-11-29T09:41:03.123Z"}"#;
+
+fn attempt_json(id: i64) -> String {
+    format!(
+        r#"{{"id":{id},"webhook_id":"w{id}","subscription_id":"s","target_url":"https://a.example/h","timestamp":"2026-11-29T09:41:03.123Z","attempt_number":1,"outcome":"success","status_code":200,"error":null,"duration_ms":12,"response_body":null}}"#
+    )
+}
+
+/// The scripted answers: (status, body) for a method and request target.
+fn route(method: &str, target: &str) -> (u16, String) {
+    let sub_path = "/subscriptions/0193a4c2-0000-7000-8000-000000000001";
+    match (method, target) {
+        ("GET", "/healthz") => (200, r#"{"status":"ok"}"#.into()),
+        ("GET", "/subscriptions?limit=100") => (
+            200,
+            format!(r#"{{"items":[{SUB}],"next_cursor":"c1"}}"#),
+        ),
+        ("GET", "/subscriptions?limit=100&cursor=c1") => (
+            200,
+            format!(r#"{{"items":[{SUB}],"next_cursor":null}}"#),
+        ),
+        ("GET", p) if p == sub_path => (200, SUB.into()),
+        ("GET", "/subscriptions/missing") => (
+            404,
+            r#"{"error":{"code":"not_found","message":"no such subscription"}}"#.into(),
+        ),
+        ("POST", "/subscriptions") => (
+            422,
+            r#"{"error":{"code":"validation_failed","message":"secret too short","field":"secret"}}"#
+                .into(),
+        ),
+        ("PATCH", p) if p == sub_path => (200, SUB.into()),
+        ("DELETE", p) if p == sub_path => (204, String::new()),
+        ("GET", p) if p == format!("{sub_path}/attempts?limit=20") => {
+            (200, format!("[{},{}]", attempt_json(2), attempt_json(1)))
+        }
+        ("GET", "/attempts?limit=200&after=5") => (
+            200,
+            format!(r#"{{"items":[{}],"next_cursor":6}}"#, attempt_json(6)),
+        ),
+        ("GET", "/attempts?limit=200") => (200, r#"{"items":[],"next_cursor":null}"#.into()),
+        ("GET", "/status/bad-json") => (200, "{not json".into()),
+        ("GET", "/metrics") => (404, "not found".into()),
+        _ => (500, "unexpected request".into()),
+    }
+}
+
+/// Serve `route` on a loopback port until the test ends; log every request.
+async fn fake_server() -> (String, Log) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log: Log = Arc::default();
+    let seen = log.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let mut lines = head.lines();
+                let mut first = lines.next().unwrap_or("").split_whitespace();
+                let method = first.next().unwrap_or("").to_string();
+                let target = first.next().unwrap_or("").to_string();
+                let mut length = 0;
+                let mut authorization = None;
+                for line in lines {
+                    if let Some((k, v)) = line.split_once(':') {
+                        let k = k.trim().to_ascii_lowercase();
+                        if k == "content-length" {
+                            length = v.trim().parse().unwrap_or(0);
+                        } else if k == "authorization" {
+                            authorization = Some(v.trim().to_string());
+                        }
+                    }
+                }
+                while buf.len() < head_end + length {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
+                let (status, answer) = route(&method, &target);
+                seen.lock().unwrap().push(Seen {
+                    method,
+                    target,
+                    authorization,
+                    body,
+                });
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    (format!("http://{addr}"), log)
+}
+
+#[tokio::test]
+async fn client_requests_and_answers() {
+    let (url, log) = fake_server().await;
+    let client = Client::new(&url, Some("tok-123".into())).unwrap();
+    let sub_id = "0193a4c2-0000-7000-8000-000000000001";
+
+    client.health().await.unwrap();
+
+    let subs = client.list_subscriptions().await.unwrap();
+    assert_eq!(subs.len(), 2, "both pages are followed");
+    assert_eq!(subs[0].events, None);
+
+    let sub = client.get_subscription(sub_id).await.unwrap();
+    assert_eq!(sub.secret.as_deref(), Some("****wxyz"));
+
+    let err = client.get_subscription("missing").await.unwrap_err();
+    assert_eq!(
+        err,
+        ApiError::Http {
+            status: 404,
+            code: "not_found".into(),
+            message: "no such subscription".into(),
+            field: None,
+        }
+    );
+
+    let err = client
+        .create_subscription(&NewSubscription {
+            target_url: "https://a.example/h".into(),
+            secret: Some("short".into()),
+            events: Some(vec!["order.created".into()]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.field(), Some("secret"));
+    assert_eq!(err.status(), Some(422));
+
+    client
+        .update_subscription(
+            sub_id,
+            &SubscriptionPatch {
+                events: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    client.delete_subscription(sub_id).await.unwrap();
+
+    let attempts = client.subscription_attempts(sub_id, 20).await.unwrap();
+    assert_eq!(
+        attempts.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
+    assert_eq!(attempts[0].outcome, Outcome::Success);
+
+    let page = client.attempts_after(Some(5), 200).await.unwrap();
+    assert_eq!(page.next_cursor, Some(6));
+    assert_eq!(page.items.len(), 1);
+    let page = client.attempts_after(None, 200).await.unwrap();
+    assert!(page.items.is_empty());
+
+    assert!(matches!(
+        client.webhook_status("bad-json").await,
+        Err(ApiError::Decode(_))
+    ));
+    assert_eq!(client.metrics_text().await.unwrap_err().status(), Some(404));
+
+    let seen = log.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .all(|s| s.authorization.as_deref() == Some("Bearer tok-123")),
+        "{seen:?}"
+    );
+    let post = seen.iter().find(|s| s.method == "POST").unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&post.body).unwrap(),
+        serde_json::json!({"target_url": "https://a.example/h", "secret": "short", "events": ["order.created"]})
+    );
+    let patch = seen.iter().find(|s| s.method == "PATCH").unwrap();
+    assert_eq!(patch.body, r#"{"events":null}"#);
+    assert!(seen.iter().all(|s| s.target != "unexpected"));
+}
+
+#[tokio::test]
+async fn no_token_means_no_header() {
+    let (url, log) = fake_server().await;
+    let client = Client::new(&url, None).unwrap();
+    client.health().await.unwrap();
+    assert_eq!(log.lock().unwrap()[0].authorization, None);
+}
+
+#[tokio::test]
+async fn closed_port_is_unreachable() {
+    let port = {
+        let l = StdListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let client = Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
+    let err = client.health().await.unwrap_err();
+    assert!(err.is_unreachable(), "{err:?}");
+    let err = client.list_subscriptions().await.unwrap_err();
+    assert!(err.is_unreachable(), "{err:?}");
+}

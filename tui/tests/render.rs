@@ -1,0 +1,411 @@
+//! Snapshot tests of every screen, rendered at 100x30 on ratatui's
+//! `TestBackend`. The state is built only through `App::update`, with fixed
+//! timestamps, so the snapshots are deterministic.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+
+use webhookd_tui::api::{ApiError, Attempt, AttemptsPage, Outcome, Subscription, WebhookStatus};
+use webhookd_tui::app::{Action, App};
+use webhookd_tui::ui;
+
+const SUB_A: &str = "0193a4c2-7b1e-7c3a-9f00-5d1b2e3f4a01";
+const SUB_B: &str = "0193a4c5-1c2d-7e3f-8a00-6e2c3f4a5b02";
+const SUB_C: &str = "0193a4d0-9e8f-7a6b-8c00-7f3d4a5b6c03";
+const WEBHOOK: &str = "0193a5e1-2f3a-7b4c-9d00-8a4e5b6c7d04";
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 29, 9, 41, 3).unwrap() + Duration::milliseconds(123)
+}
+
+fn render(app: &App) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
+    terminal.draw(|frame| ui::render(app, frame)).unwrap();
+    terminal.backend().to_string()
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    app.update(Action::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+}
+
+fn typed(app: &mut App, text: &str) {
+    for c in text.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+fn subscription(id: &str, url: &str, events: Option<&[&str]>, minutes: i64) -> Subscription {
+    Subscription {
+        id: id.into(),
+        target_url: url.into(),
+        events: events.map(|e| e.iter().map(|s| s.to_string()).collect()),
+        secret: Some("****wxyz".into()),
+        created_at: t0() - Duration::days(3) + Duration::minutes(minutes),
+        updated_at: t0() - Duration::days(1),
+    }
+}
+
+fn subscriptions() -> Vec<Subscription> {
+    vec![
+        subscription(
+            SUB_A,
+            "https://shop.example.com/hooks/orders",
+            Some(&["order.created", "order.paid"]),
+            0,
+        ),
+        subscription(SUB_B, "https://crm.example.org/webhook", None, 17),
+        subscription(
+            SUB_C,
+            "http://10.0.0.7:9000/ingest",
+            Some(&["invoice.sent"]),
+            95,
+        ),
+    ]
+}
+
+fn attempt(id: i64, sub: &str, webhook: &str, n: u32, outcome: Outcome, secs: i64) -> Attempt {
+    let (status_code, error) = match outcome {
+        Outcome::Success => (Some(200), None),
+        Outcome::FailedAttempt => (Some(503), Some("HTTP 503 Service Unavailable".to_string())),
+        _ => (None, Some("connection refused".to_string())),
+    };
+    Attempt {
+        id,
+        webhook_id: webhook.into(),
+        subscription_id: sub.into(),
+        target_url: "https://shop.example.com/hooks/orders".into(),
+        timestamp: t0() + Duration::seconds(secs),
+        attempt_number: n,
+        outcome,
+        status_code,
+        error,
+        duration_ms: 40 + id as u64,
+        response_body: status_code.map(|_| "{\"ok\":true}".to_string()),
+    }
+}
+
+fn webhook_id(n: i64) -> String {
+    format!("0193a5{n:02}-0000-7000-8000-000000000000")
+}
+
+fn recent_a() -> Vec<Attempt> {
+    // Most recent first, as the API returns them.
+    vec![
+        attempt(12, SUB_A, WEBHOOK, 3, Outcome::Success, 40),
+        attempt(11, SUB_A, &webhook_id(11), 1, Outcome::Success, 30),
+        attempt(10, SUB_A, WEBHOOK, 2, Outcome::FailedAttempt, 20),
+        attempt(9, SUB_A, WEBHOOK, 1, Outcome::FailedAttempt, 0),
+    ]
+}
+
+fn metrics(accepted: u32, delivered: u32) -> String {
+    format!(
+        "# TYPE webhookd_webhooks_accepted_total counter\n\
+         webhookd_webhooks_accepted_total {accepted}\n\
+         webhookd_deliveries_total{{outcome=\"success\"}} {delivered}\n\
+         webhookd_deliveries_total{{outcome=\"failure\"}} 1\n"
+    )
+}
+
+/// A connected app with no data yet.
+fn connected() -> App {
+    let mut app = App::new("http://127.0.0.1:8000");
+    app.update(Action::Init);
+    app.update(Action::Tick { now: t0() });
+    app.update(Action::Health(Ok(())));
+    app.update(Action::MetricsScraped {
+        at: t0(),
+        result: Ok(metrics(100, 200)),
+    });
+    app.update(Action::MetricsScraped {
+        at: t0() + Duration::seconds(2),
+        result: Ok(metrics(103, 208)),
+    });
+    app
+}
+
+/// A connected app with three subscriptions and rates for two of them.
+fn loaded() -> App {
+    let mut app = connected();
+    app.update(Action::SubscriptionsLoaded(Ok(subscriptions())));
+    app.update(Action::SubscriptionAttemptsLoaded {
+        id: SUB_A.into(),
+        result: Ok(recent_a()),
+    });
+    app.update(Action::SubscriptionAttemptsLoaded {
+        id: SUB_B.into(),
+        result: Ok(vec![]),
+    });
+    app
+}
+
+fn live_page() -> AttemptsPage {
+    let outcomes = [
+        Outcome::Success,
+        Outcome::Success,
+        Outcome::FailedAttempt,
+        Outcome::Success,
+        Outcome::Failure,
+    ];
+    let items: Vec<Attempt> = (1..=30)
+        .map(|i| {
+            let sub = [SUB_A, SUB_B, SUB_C][(i % 3) as usize];
+            attempt(
+                100 + i,
+                sub,
+                &webhook_id(i),
+                1 + (i % 2) as u32,
+                outcomes[(i % 5) as usize],
+                i,
+            )
+        })
+        .collect();
+    AttemptsPage {
+        next_cursor: items.last().map(|a| a.id),
+        items,
+    }
+}
+
+#[test]
+fn subscriptions_loading() {
+    let mut app = App::new("http://127.0.0.1:8000");
+    app.update(Action::Init);
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn subscriptions_empty() {
+    let mut app = connected();
+    app.update(Action::SubscriptionsLoaded(Ok(vec![])));
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn subscriptions_loaded() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Down);
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn subscriptions_filtered() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "order");
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn subscriptions_unreachable() {
+    // The token must never appear, and credentials in the URL are hidden.
+    let mut app = App::new("http://admin:hunter2@127.0.0.1:8000/");
+    app.update(Action::Init);
+    let refused = || ApiError::Unreachable("Connection refused (os error 111)".into());
+    app.update(Action::Health(Err(refused())));
+    app.update(Action::SubscriptionsLoaded(Err(refused())));
+    app.update(Action::MetricsScraped {
+        at: t0(),
+        result: Err(refused()),
+    });
+    let screen = render(&app);
+    assert!(!screen.contains("hunter2"));
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn subscriptions_server_error() {
+    let mut app = connected();
+    app.update(Action::SubscriptionsLoaded(Err(ApiError::Http {
+        status: 401,
+        code: "unauthorized".into(),
+        message: "missing or invalid API token".into(),
+        field: None,
+    })));
+    app.update(Action::MetricsScraped {
+        at: t0(),
+        result: Err(ApiError::Http {
+            status: 404,
+            code: "not_found".into(),
+            message: "not found".into(),
+            field: None,
+        }),
+    });
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn form_with_validation_error() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('n'));
+    typed(&mut app, "ftp://example.com/hook");
+    key(&mut app, KeyCode::Tab);
+    typed(&mut app, "short");
+    key(&mut app, KeyCode::Tab);
+    typed(&mut app, "order.created, order.paid");
+    key(&mut app, KeyCode::Enter);
+    app.update(Action::SubscriptionCreated(Err(ApiError::Http {
+        status: 422,
+        code: "validation_failed".into(),
+        message: "target_url must use http or https".into(),
+        field: Some("target_url".into()),
+    })));
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn edit_form() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('e'));
+    key(&mut app, KeyCode::Down);
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn delete_confirmation() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('d'));
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn subscription_detail() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Enter);
+    app.update(Action::SubscriptionLoaded {
+        id: SUB_A.into(),
+        result: Ok(subscriptions().remove(0)),
+    });
+    key(&mut app, KeyCode::Down);
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn webhook_detail() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Enter);
+    let mut attempts = recent_a();
+    attempts.retain(|a| a.webhook_id == WEBHOOK);
+    attempts.reverse();
+    attempts.pop();
+    app.update(Action::WebhookStatusLoaded {
+        id: WEBHOOK.into(),
+        result: Ok(WebhookStatus {
+            webhook_id: WEBHOOK.into(),
+            subscription_id: SUB_A.into(),
+            event_type: Some("order.created".into()),
+            received_at: t0() - Duration::seconds(1),
+            status: "retrying".into(),
+            attempt_count: 2,
+            next_retry_at: Some(t0() + Duration::seconds(80)),
+            last_error: Some("HTTP 503 Service Unavailable".into()),
+            attempts,
+        }),
+    });
+    key(&mut app, KeyCode::Down);
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn webhook_not_found() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Enter);
+    app.update(Action::WebhookStatusLoaded {
+        id: WEBHOOK.into(),
+        result: Err(ApiError::Http {
+            status: 404,
+            code: "not_found".into(),
+            message: "webhook not found".into(),
+            field: None,
+        }),
+    });
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn live_tail() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('2'));
+    app.update(Action::AttemptsPolled {
+        after: None,
+        result: Ok(live_page()),
+    });
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn live_tail_paused_and_filtered() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Tab);
+    app.update(Action::AttemptsPolled {
+        after: None,
+        result: Ok(live_page()),
+    });
+    key(&mut app, KeyCode::Char(' '));
+    app.update(Action::AttemptsPolled {
+        after: Some(130),
+        result: Ok(AttemptsPage {
+            items: vec![attempt(131, SUB_A, WEBHOOK, 1, Outcome::Success, 60)],
+            next_cursor: Some(131),
+        }),
+    });
+    key(&mut app, KeyCode::Char('f'));
+    key(&mut app, KeyCode::Char('f'));
+    key(&mut app, KeyCode::Up);
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn live_tail_empty() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('2'));
+    app.update(Action::AttemptsPolled {
+        after: None,
+        result: Ok(AttemptsPage {
+            items: vec![],
+            next_cursor: None,
+        }),
+    });
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn help_overlay() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('?'));
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn tiny_terminals_do_not_panic() {
+    let mut states = vec![App::new("http://127.0.0.1:8000"), loaded()];
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('n'));
+    states.push(app.clone());
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('d'));
+    states.push(app.clone());
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('?'));
+    states.push(app.clone());
+    let mut app = loaded();
+    key(&mut app, KeyCode::Enter);
+    states.push(app.clone());
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('2'));
+    app.update(Action::AttemptsPolled {
+        after: None,
+        result: Ok(live_page()),
+    });
+    key(&mut app, KeyCode::Up);
+    states.push(app);
+    for app in &states {
+        for (w, h) in [(1, 1), (10, 4), (20, 6), (40, 12), (300, 80)] {
+            let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+            terminal.draw(|frame| ui::render(app, frame)).unwrap();
+        }
+    }
+}
