@@ -92,6 +92,14 @@ pub struct Config {
     #[arg(long, env = "WEBHOOKD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// HTTP connections open at once; more clients wait in the listen backlog.
+    #[arg(long, env = "WEBHOOKD_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Time a client gets to send its request headers (slow clients are cut off).
+    #[arg(long, env = "WEBHOOKD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
     /// Subscriptions kept in the in-memory cache.
     #[arg(long, env = "WEBHOOKD_CACHE_CAPACITY", default_value_t = 10_000)]
     pub cache_capacity: usize,
@@ -195,6 +203,8 @@ impl Config {
             ("duplicate_window", d(self.duplicate_window)),
             ("publish_timeout", d(self.publish_timeout)),
             ("shutdown_timeout", d(self.shutdown_timeout)),
+            ("max_connections", self.max_connections.to_string()),
+            ("header_read_timeout", d(self.header_read_timeout)),
             ("cache_capacity", self.cache_capacity.to_string()),
             ("cache_ttl", d(self.cache_ttl)),
             ("db_pool_size", self.db_pool_size.to_string()),
@@ -253,6 +263,12 @@ impl Config {
         }
         if self.publish_timeout.is_zero() {
             return err("--publish-timeout", "must be greater than zero");
+        }
+        if self.max_connections == 0 {
+            return err("--max-connections", "must be at least 1");
+        }
+        if self.header_read_timeout.is_zero() {
+            return err("--header-read-timeout", "must be greater than zero");
         }
         if self.cache_capacity == 0 {
             return err("--cache-capacity", "must be at least 1");

@@ -184,13 +184,18 @@ pub async fn run(
     tokio::spawn(async move {
         shutdown.await;
         trigger.cancel();
+        tracing::info!("shutdown started: ingest answers 503 from now on");
     });
     tracing::info!(%local, nats = %nats_url, "webhookd listening");
 
     server::serve(
         listener,
         state,
-        server::Limits::default(),
+        server::Limits {
+            max_connections: config.max_connections,
+            header_read_timeout: config.header_read_timeout,
+            ..server::Limits::default()
+        },
         stop.clone(),
         config.shutdown_timeout,
     )

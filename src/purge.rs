@@ -19,8 +19,10 @@ use crate::store::{to_millis, Store, StoreError};
 pub const BATCH: usize = 5_000;
 
 /// The batch delete of each table, by its timestamp index (the bundled
-/// SQLite has no `DELETE ... LIMIT`).
-const DELETES: [(&str, &str); 2] = [
+/// SQLite has no `DELETE ... LIMIT`): `(table, statement)`, with `?1` the
+/// cut-off (ms since epoch) and `?2` the batch size. Public so tests can
+/// check the query plan.
+pub const DELETES: [(&str, &str); 2] = [
     (
         "delivery_attempts",
         "DELETE FROM delivery_attempts WHERE rowid IN

@@ -6,7 +6,7 @@
 //! NATS stay in `store` and `queue`.
 
 mod ingest;
-mod ops;
+pub mod ops;
 pub mod response;
 mod status;
 mod subscriptions;
@@ -66,7 +66,7 @@ pub async fn handle(
         subscription_id = tracing::field::Empty,
         webhook_id = tracing::field::Empty,
     );
-    let answer = route(&state, req)
+    let answer = route_request(&state, req)
         .instrument(span.clone())
         .await
         .unwrap_or_else(ApiError::into_response);
@@ -75,76 +75,145 @@ pub async fn handle(
 }
 
 /// Who may call a route.
-#[derive(PartialEq, Eq)]
-enum Access {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
     /// Anyone: ingest (authenticated by signature) and probes.
     Public,
     /// Bearer token when one is configured.
     Management,
 }
 
-async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Answer, ApiError> {
+/// What answers a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handler {
+    Healthz,
+    Readyz,
+    Metrics,
+    OpenApi,
+    ListSubscriptions,
+    CreateSubscription,
+    GetSubscription,
+    UpdateSubscription,
+    DeleteSubscription,
+    SubscriptionAttempts,
+    Ingest,
+    Status,
+    Attempts,
+}
+
+/// One route: method, path template (`{name}` matches one segment), who may
+/// call it, and its handler. This table is the router: the OpenAPI test
+/// checks that the document describes every entry.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// Path template, e.g. `/subscriptions/{id}`.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    handler: Handler,
+}
+
+const fn route(method: Method, path: &'static str, access: Access, handler: Handler) -> Route {
+    Route {
+        method,
+        path,
+        access,
+        handler,
+    }
+}
+
+/// Every route webhookd answers.
+pub const ROUTES: &[Route] = &[
+    route(Method::GET, "/healthz", Access::Public, Handler::Healthz),
+    route(Method::GET, "/readyz", Access::Public, Handler::Readyz),
+    route(Method::GET, "/metrics", Access::Management, Handler::Metrics),
+    route(Method::GET, "/openapi.json", Access::Public, Handler::OpenApi),
+    route(Method::GET, "/subscriptions", Access::Management, Handler::ListSubscriptions),
+    route(Method::POST, "/subscriptions", Access::Management, Handler::CreateSubscription),
+    route(Method::GET, "/subscriptions/{id}", Access::Management, Handler::GetSubscription),
+    route(Method::PATCH, "/subscriptions/{id}", Access::Management, Handler::UpdateSubscription),
+    route(Method::DELETE, "/subscriptions/{id}", Access::Management, Handler::DeleteSubscription),
+    route(
+        Method::GET,
+        "/subscriptions/{id}/attempts",
+        Access::Management,
+        Handler::SubscriptionAttempts,
+    ),
+    route(Method::POST, "/ingest/{subscription_id}", Access::Public, Handler::Ingest),
+    route(Method::GET, "/status/{webhook_id}", Access::Management, Handler::Status),
+    route(Method::GET, "/attempts", Access::Management, Handler::Attempts),
+];
+
+/// Whether `segments` fit a template; returns the `{...}` segment, if any
+/// (every template has at most one).
+fn matches<'a>(template: &str, segments: &[&'a str]) -> Option<Option<&'a str>> {
+    let mut parts = template.trim_start_matches('/').split('/');
+    let mut param = None;
+    for seg in segments {
+        let part = parts.next()?;
+        if part.starts_with('{') {
+            if seg.is_empty() {
+                return None;
+            }
+            param = Some(*seg);
+        } else if part != *seg {
+            return None;
+        }
+    }
+    parts.next().is_none().then_some(param)
+}
+
+async fn route_request(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Answer, ApiError> {
     let path = req.uri().path().to_string();
     // Paths answer with and without a trailing slash.
     let trimmed = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(&path);
     let segments: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
-    let method = req.method().clone();
 
-    let access = match segments.as_slice() {
-        ["healthz"] | ["readyz"] | ["ingest", _] => Access::Public,
-        _ => Access::Management,
+    let mut allowed: Vec<&str> = Vec::new();
+    let mut found = None;
+    for r in ROUTES {
+        if let Some(params) = matches(r.path, &segments) {
+            if r.method == req.method() {
+                found = Some((r, params));
+                break;
+            }
+            allowed.push(r.method.as_str());
+        }
+    }
+    let Some((r, params)) = found else {
+        if allowed.is_empty() {
+            return Err(ApiError::not_found(format!("no route for {path}")));
+        }
+        let allow = allowed.join(", ");
+        let mut e = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not allowed on {path}; allowed: {allow}", req.method()),
+        );
+        e.allow = Some(allow);
+        return Err(e);
     };
-    if access == Access::Management {
+    if r.access == Access::Management {
         authorize(state, &req)?;
     }
-
-    use Method as M;
-    match (&method, segments.as_slice()) {
-        (&M::GET, ["healthz"]) => Ok(ops::healthz()),
-        (&M::GET, ["readyz"]) => ops::readyz(state).await,
-        (&M::GET, ["metrics"]) => Ok(ops::metrics(state).await),
-        (&M::GET, ["subscriptions"]) => subscriptions::list(state, &req).await,
-        (&M::POST, ["subscriptions"]) => subscriptions::create(state, req).await,
-        (&M::GET, ["subscriptions", id]) => subscriptions::get(state, id).await,
-        (&M::PATCH, ["subscriptions", id]) => {
-            let id = id.to_string();
-            subscriptions::update(state, &id, req).await
-        }
-        (&M::DELETE, ["subscriptions", id]) => subscriptions::delete(state, id).await,
-        (&M::GET, ["subscriptions", id, "attempts"]) => {
-            status::subscription_attempts(state, id, &req).await
-        }
-        (&M::POST, ["ingest", id]) => {
-            let id = id.to_string();
-            ingest::ingest(state, &id, req).await
-        }
-        (&M::GET, ["status", id]) => status::webhook_status(state, id).await,
-        (&M::GET, ["attempts"]) => status::attempts_tail(state, &req).await,
-        (_, segs) => match allowed_methods(segs) {
-            Some(allow) => {
-                let mut e = ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    format!("{method} is not allowed on {path}; allowed: {allow}"),
-                );
-                e.allow = Some(allow);
-                Err(e)
-            }
-            None => Err(ApiError::not_found(format!("no route for {path}"))),
-        },
+    let param = params.unwrap_or_default().to_string();
+    match r.handler {
+        Handler::Healthz => Ok(ops::healthz()),
+        Handler::Readyz => ops::readyz(state).await,
+        Handler::Metrics => Ok(ops::metrics(state).await),
+        Handler::OpenApi => Ok(ops::openapi()),
+        Handler::ListSubscriptions => subscriptions::list(state, &req).await,
+        Handler::CreateSubscription => subscriptions::create(state, req).await,
+        Handler::GetSubscription => subscriptions::get(state, &param).await,
+        Handler::UpdateSubscription => subscriptions::update(state, &param, req).await,
+        Handler::DeleteSubscription => subscriptions::delete(state, &param).await,
+        Handler::SubscriptionAttempts => status::subscription_attempts(state, &param, &req).await,
+        Handler::Ingest => ingest::ingest(state, &param, req).await,
+        Handler::Status => status::webhook_status(state, &param).await,
+        Handler::Attempts => status::attempts_tail(state, &req).await,
     }
-}
-
-/// The methods a known path accepts, for 405 answers.
-fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
-    Some(match segments {
-        ["healthz"] | ["readyz"] | ["metrics"] | ["attempts"] => "GET",
-        ["subscriptions"] => "GET, POST",
-        ["subscriptions", _] => "GET, PATCH, DELETE",
-        ["subscriptions", _, "attempts"] | ["status", _] => "GET",
-        ["ingest", _] => "POST",
-        _ => return None,
-    })
 }
 
 /// Checks `Authorization: Bearer <token>` in constant time, when a token is

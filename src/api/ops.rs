@@ -58,3 +58,14 @@ pub async fn metrics(state: &AppState) -> Answer {
     );
     resp
 }
+
+/// The OpenAPI 3 document of the API (`src/api/openapi.json`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /openapi.json`.
+pub fn openapi() -> Answer {
+    let mut resp = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

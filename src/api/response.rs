@@ -28,7 +28,7 @@ pub struct ApiError {
     /// Seconds a client should wait before trying again (503).
     pub retry_after: Option<u32>,
     /// Methods the path accepts (405).
-    pub allow: Option<&'static str>,
+    pub allow: Option<String>,
 }
 
 impl ApiError {
@@ -113,9 +113,8 @@ impl ApiError {
         if let Some(secs) = self.retry_after {
             resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         }
-        if let Some(allow) = self.allow {
-            resp.headers_mut()
-                .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+        if let Some(Ok(allow)) = self.allow.as_deref().map(HeaderValue::from_str) {
+            resp.headers_mut().insert(hyper::header::ALLOW, allow);
         }
         resp
     }
