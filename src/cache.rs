@@ -7,7 +7,7 @@
 //! deleted or stale subscription after the API answered.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quick_cache::sync::Cache;
@@ -33,6 +33,10 @@ struct Inner {
     cache: Cache<SubscriptionId, Entry>,
     ttl: Duration,
     generation: AtomicU64,
+    /// Makes "check the generation, then insert" and "bump, then remove"
+    /// atomic with respect to each other. Taken on misses and writes only;
+    /// hits never wait for it.
+    writes: Mutex<()>,
     store: Store,
 }
 
@@ -44,6 +48,7 @@ impl SubscriptionCache {
                 cache: Cache::new(capacity),
                 ttl,
                 generation: AtomicU64::new(0),
+                writes: Mutex::new(()),
                 store,
             }),
         }
@@ -61,6 +66,7 @@ impl SubscriptionCache {
         // An invalidation since the read started may mean `value` is stale:
         // answer it to this caller (it was read after the request began) but
         // do not keep it.
+        let _writes = self.inner.writes.lock().unwrap_or_else(|e| e.into_inner());
         if self.inner.generation.load(Ordering::Acquire) == generation {
             self.inner.cache.insert(
                 id,
@@ -75,6 +81,7 @@ impl SubscriptionCache {
 
     /// Puts a subscription just written by the API in the cache.
     pub fn put(&self, sub: Subscription) {
+        let _writes = self.inner.writes.lock().unwrap_or_else(|e| e.into_inner());
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
         self.inner.cache.insert(
             sub.id,
@@ -87,6 +94,7 @@ impl SubscriptionCache {
 
     /// Forgets a subscription (after an update or delete).
     pub fn invalidate(&self, id: SubscriptionId) {
+        let _writes = self.inner.writes.lock().unwrap_or_else(|e| e.into_inner());
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
         self.inner.cache.remove(&id);
     }

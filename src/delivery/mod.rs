@@ -35,6 +35,10 @@ use crate::store::writer::{AttemptWrite, WebhookMeta, Write, Writer};
 /// logged or its subscription could not be read (SQLite trouble).
 const STORE_TROUBLE_DELAY: Duration = Duration::from_secs(1);
 
+/// Delay of a message handed back at shutdown: longer than the hand-back
+/// loop runs, so the message does not return into the pull being drained.
+const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
+
 /// Webhooks with an attempt in flight right now: the status API reports
 /// them as `delivering`.
 #[derive(Clone, Default)]
@@ -157,13 +161,20 @@ impl Deliverer {
             };
             if shutting_down {
                 // Messages already pulled but not started: hand them back
-                // for immediate redelivery instead of waiting for ack_wait.
+                // for redelivery instead of waiting for ack_wait. At most one
+                // batch, and with a short delay: this pull is still open, so
+                // a NAK without delay comes straight back into it, and the
+                // loop would hand the same messages back thousands of times,
+                // inflating their delivery count (the attempt number).
                 let mut handed_back = 0;
-                while let Ok(Some(Ok(msg))) =
-                    tokio::time::timeout(Duration::from_millis(20), messages.next()).await
-                {
-                    ack(&msg, AckKind::Nak(None)).await;
-                    handed_back += 1;
+                while handed_back < batch {
+                    match tokio::time::timeout(Duration::from_millis(20), messages.next()).await {
+                        Ok(Some(Ok(msg))) => {
+                            ack(&msg, AckKind::Nak(Some(HAND_BACK_DELAY))).await;
+                            handed_back += 1;
+                        }
+                        _ => break,
+                    }
                 }
                 if handed_back > 0 {
                     tracing::info!(handed_back, "shutdown: NAKed messages not yet started");

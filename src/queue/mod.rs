@@ -115,6 +115,12 @@ impl Queue {
         deadline: Duration,
     ) -> Result<Queue, QueueError> {
         let started = std::time::Instant::now();
+        // A cluster is given as comma-separated URLs.
+        let servers: Vec<String> = url
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
         let client = loop {
             let options = async_nats::ConnectOptions::new()
                 .name("webhookd")
@@ -125,7 +131,7 @@ impl Queue {
                 .reconnect_delay_callback(|attempts| {
                     Duration::from_millis((attempts as u64 * 100).min(1_000))
                 });
-            match options.connect(url).await {
+            match options.connect(servers.as_slice()).await {
                 Ok(client) => break client,
                 Err(e) if started.elapsed() < deadline => {
                     tracing::debug!(error = %e, "NATS not reachable yet; retrying");
@@ -149,7 +155,18 @@ impl Queue {
             js,
             settings,
         };
-        queue.ensure_stream().await?;
+        // A server (or cluster) that just started may not have JetStream
+        // ready yet (no meta leader): retry until the deadline.
+        loop {
+            match queue.ensure_stream().await {
+                Ok(()) => break,
+                Err(e) if started.elapsed() < deadline => {
+                    tracing::debug!(error = %e, "JetStream not ready yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Ok(queue)
     }
 

@@ -153,7 +153,10 @@ impl Store {
         // Stored in milliseconds: answer what a later read will show.
         let now = from_millis(to_millis(now));
         self.call(move |conn| {
-            let tx = conn.transaction()?;
+            // IMMEDIATE: take the write lock first (waiting on busy_timeout).
+            // A deferred transaction that reads and then writes fails with
+            // SQLITE_BUSY at once when the attempt writer holds the lock.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let Some(mut sub) = get(&tx, id)? else {
                 return Ok(None);
             };
