@@ -219,7 +219,16 @@ impl Queue {
     }
 
     /// Stores a webhook in JetStream; returns once it is on disk there.
+    ///
+    /// While the client is disconnected this fails at once: the client would
+    /// otherwise buffer the message and send it after reconnecting, so a
+    /// webhook answered 503 would be delivered anyway. (A publish cut off by
+    /// a disconnect mid-way still has an unknown outcome; senders retry with
+    /// an `Idempotency-Key` to stay safe.)
     pub async fn publish(&self, msg: Outgoing) -> Result<Published, QueueError> {
+        if !self.is_connected() {
+            return Err(QueueError::Publish("not connected to NATS".to_string()));
+        }
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", msg.id.to_string().as_str());
         headers.insert(
