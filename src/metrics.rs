@@ -142,6 +142,10 @@ impl Metrics {
             "Rows in the attempt writer's last transaction",
             m.writer_batch_size.clone(),
         );
+        for table in ["delivery_attempts", "webhooks"] {
+            // Present (at 0) before the first purge removes anything.
+            m.purged_rows.get_or_create(&TableLabel { table }).inc_by(0);
+        }
         registry.register(
             "purged_rows",
             "Rows removed by the retention purge",

@@ -540,12 +540,17 @@ pub fn display_url(url: &str) -> String {
     trimmed.to_string()
 }
 
-/// First 8 characters of an id, as shown in tables.
+/// Last 8 characters of an id, as shown in tables.
 pub fn short_id(id: &str) -> &str {
-    match id.char_indices().nth(8) {
-        Some((i, _)) => &id[..i],
-        None => id,
-    }
+    // webhookd's ids are UUIDv7: the first characters are a timestamp shared
+    // by ids made in the same second; the last ones are random.
+    let start = id
+        .char_indices()
+        .rev()
+        .nth(7)
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    &id[start..]
 }
 
 /// Share of successful attempts in `attempts` as (percent, count), `None`
@@ -2085,7 +2090,7 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(short_id("0193a4c2-aaaa"), "0193a4c2");
+        assert_eq!(short_id("0193a4c2-0000-7000-8000-00000a1b2c3d"), "0a1b2c3d");
         assert_eq!(short_id("abc"), "abc");
         assert_eq!(display_url("http://user:pw@host:1/x/"), "http://host:1/x");
         assert_eq!(
