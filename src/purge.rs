@@ -59,7 +59,10 @@ pub async fn purge_before(
             if n == 0 {
                 break;
             }
-            metrics.purged_rows.get_or_create(&TableLabel { table }).inc_by(n);
+            metrics
+                .purged_rows
+                .get_or_create(&TableLabel { table })
+                .inc_by(n);
             match table {
                 "webhooks" => purged.webhooks += n,
                 _ => purged.attempts += n,
@@ -83,7 +86,11 @@ pub async fn run(
         let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
         match purge_before(&store, cutoff, &metrics).await {
             Ok(p) if p.attempts + p.webhooks > 0 => {
-                tracing::info!(attempts = p.attempts, webhooks = p.webhooks, "retention purge")
+                tracing::info!(
+                    attempts = p.attempts,
+                    webhooks = p.webhooks,
+                    "retention purge"
+                )
             }
             Ok(_) => tracing::debug!("retention purge: nothing to remove"),
             Err(e) => tracing::error!(error = %e, "retention purge failed; retrying next interval"),
