@@ -35,9 +35,15 @@ use crate::store::writer::{AttemptWrite, WebhookMeta, Write, Writer};
 /// logged or its subscription could not be read (SQLite trouble).
 const STORE_TROUBLE_DELAY: Duration = Duration::from_secs(1);
 
-/// Delay of a message handed back at shutdown: longer than the hand-back
-/// loop runs, so the message does not return into the pull being drained.
-const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
+/// How long one pull request stays open waiting for messages.
+const PULL_EXPIRY: Duration = Duration::from_secs(1);
+
+/// Most messages asked for in one pull request.
+const MAX_PULL: usize = 256;
+
+/// Delay of a message handed back at shutdown: longer than the open pull
+/// can last, so the message does not come back into the pull being drained.
+const HAND_BACK_DELAY: Duration = Duration::from_secs(2);
 
 /// Webhooks with an attempt in flight right now: the status API reports
 /// them as `delivering`.
@@ -85,56 +91,89 @@ pub struct Deliverer {
 
 impl Deliverer {
     /// Runs the workers until `shutdown` fires, then lets in-flight attempts
-    /// finish within `grace`, NAKs the rest for immediate redelivery, and
-    /// returns.
+    /// finish within `grace`, hands back what was pulled but not started,
+    /// and returns.
+    ///
+    /// Messages are pulled in batches no larger than the number of free
+    /// worker slots, each pull request expiring after [`PULL_EXPIRY`]: every
+    /// message pulled starts at once, none waits in a client-side buffer
+    /// (where it would count against ack_wait), and at shutdown only the one
+    /// open pull has to be drained.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let tracker = TaskTracker::new();
         let hard_stop = CancellationToken::new();
-        'outer: while !shutdown.is_cancelled() {
-            let consumer = match self.queue.consumer().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "delivery consumer unavailable; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = shutdown.cancelled() => break,
+        let mut consumer = None;
+        while !shutdown.is_cancelled() {
+            let current = match consumer.take() {
+                Some(c) => c,
+                None => match self.queue.consumer().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "delivery consumer unavailable; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = shutdown.cancelled() => break,
+                        }
                     }
-                }
+                },
             };
-            let batch = self.concurrency.clamp(1, 256);
-            let mut messages = match consumer
-                .stream()
-                .max_messages_per_batch(batch)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
+            // Wait for a free slot, then ask for as many messages as are free.
+            let first = tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let want = (1 + permits.available_permits()).min(MAX_PULL);
+            let mut batch = match current
+                .batch()
+                .max_messages(want)
+                .expires(PULL_EXPIRY)
                 .messages()
                 .await
             {
-                Ok(m) => m,
+                Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(error = %e, "pulling from the delivery consumer; retrying");
+                    drop(first);
+                    // Recreate the consumer handle: NATS may have restarted.
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
                         _ = shutdown.cancelled() => break,
                     }
                 }
             };
-            let shutting_down = loop {
-                // Take a message only when a worker slot is free.
-                let permit = tokio::select! {
-                    p = permits.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break true,
-                    },
-                    _ = shutdown.cancelled() => break true,
-                };
+            consumer = Some(current);
+            let mut first = Some(first);
+            loop {
                 let next = tokio::select! {
-                    next = messages.next() => next,
-                    _ = shutdown.cancelled() => break true,
+                    next = batch.next() => next,
+                    _ = shutdown.cancelled() => {
+                        // The pull is still open on the server: take what it
+                        // still delivers (until it expires) and hand it back.
+                        let mut handed_back = 0;
+                        while let Some(Ok(msg)) = batch.next().await {
+                            ack(&msg, AckKind::Nak(Some(HAND_BACK_DELAY))).await;
+                            handed_back += 1;
+                        }
+                        if handed_back > 0 {
+                            tracing::info!(handed_back, "shutdown: handed back messages not yet started");
+                        }
+                        break;
+                    }
                 };
                 match next {
                     Some(Ok(msg)) => {
+                        // A slot is free: `want` was at most the free slots.
+                        let permit = match first.take() {
+                            Some(p) => p,
+                            None => match permits.clone().acquire_owned().await {
+                                Ok(p) => p,
+                                Err(_) => break,
+                            },
+                        };
                         let this = self.clone();
                         let hard_stop = hard_stop.clone();
                         tracker.spawn(async move {
@@ -143,43 +182,18 @@ impl Deliverer {
                         });
                     }
                     Some(Err(e)) => {
-                        // Missed heartbeats and the like: the stream recovers
-                        // by itself after a reconnect.
-                        tracing::debug!(error = %e, "delivery consumer stream");
+                        tracing::debug!(error = %e, "delivery pull ended with an error");
                         if !self.queue.is_connected() {
+                            consumer = None;
                             tokio::select! {
                                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                                _ = shutdown.cancelled() => break true,
+                                _ = shutdown.cancelled() => {}
                             }
                         }
+                        break;
                     }
-                    None => {
-                        tracing::warn!("delivery consumer stream ended; recreating it");
-                        break false;
-                    }
+                    None => break,
                 }
-            };
-            if shutting_down {
-                // Messages already pulled but not started: hand them back
-                // for redelivery instead of waiting for ack_wait. At most one
-                // batch, and with a short delay: this pull is still open, so
-                // a NAK without delay comes straight back into it, and the
-                // loop would hand the same messages back thousands of times,
-                // inflating their delivery count (the attempt number).
-                let mut handed_back = 0;
-                while handed_back < batch {
-                    match tokio::time::timeout(Duration::from_millis(20), messages.next()).await {
-                        Ok(Some(Ok(msg))) => {
-                            ack(&msg, AckKind::Nak(Some(HAND_BACK_DELAY))).await;
-                            handed_back += 1;
-                        }
-                        _ => break,
-                    }
-                }
-                if handed_back > 0 {
-                    tracing::info!(handed_back, "shutdown: NAKed messages not yet started");
-                }
-                break 'outer;
             }
         }
         tracker.close();
