@@ -74,6 +74,10 @@ pub async fn serve(
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .max_headers(limits.max_headers)
+            // max_buf_size alone does not bound the head: a head that
+            // arrives whole in a few large reads parses before the buffer
+            // check runs. max_header_size is checked on every parse (431).
+            .max_header_size(limits.max_head_bytes)
             .max_buf_size(limits.max_head_bytes.max(8192))
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);

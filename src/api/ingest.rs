@@ -19,6 +19,38 @@ use crate::store::writer::{WebhookMeta, Write};
 /// Longest `X-Event-Type` or `Idempotency-Key` accepted.
 const MAX_HEADER_VALUE: usize = 256;
 
+/// Deepest nesting of arrays and objects accepted in a body.
+const MAX_NESTING: usize = 128;
+
+/// How deep arrays and objects nest in `body` (brackets inside strings do
+/// not count). Exact for valid JSON, which is all it is called on.
+fn nesting_depth(body: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Counts the answer in the metrics whatever it is.
 pub async fn ingest(
     state: &AppState,
@@ -73,11 +105,18 @@ async fn accept(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no subscription with id {subscription_id}")))?;
 
-    // Valid JSON only (serde_json refuses invalid UTF-8, NaN and nesting
-    // deeper than 128 levels without recursing further).
+    // Valid JSON only (serde_json refuses invalid UTF-8 and NaN). Skipping
+    // into IgnoredAny has no recursion limit, so depth is checked apart:
+    // receivers' parsers need not survive what webhookd passes on.
     serde_json::from_slice::<IgnoredAny>(&body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })?;
+    if nesting_depth(&body) > MAX_NESTING {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            format!("the body nests arrays and objects deeper than {MAX_NESTING} levels"),
+        ));
+    }
 
     if let Some(secret) = &sub.secret {
         let given = headers
@@ -175,5 +214,21 @@ async fn record_pending(state: &AppState, meta: WebhookMeta) {
     let status = WebhookStatus::Pending;
     if let Err(e) = state.writer.write(Write::Webhook { meta, status }).await {
         tracing::error!(error = %e, webhook_id = %id, "webhook row not written at ingest");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nesting_depth;
+
+    #[test]
+    fn nesting_depth_skips_strings() {
+        assert_eq!(nesting_depth(b"1"), 0);
+        assert_eq!(nesting_depth(br#"{"a":[1,{"b":[]}]}"#), 4);
+        assert_eq!(nesting_depth(br#"["[[[{{", "\"[["]"#), 1);
+        assert_eq!(
+            nesting_depth(format!("{}{}", "[".repeat(200), "]".repeat(200)).as_bytes()),
+            200
+        );
     }
 }

@@ -222,11 +222,14 @@ fn authorize(state: &AppState, req: &Request<Incoming>) -> Result<(), ApiError> 
     let Some(token) = &state.api_token else {
         return Ok(());
     };
+    // The scheme is case-insensitive (RFC 9110); the token is not.
     let given = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         Ok(())

@@ -113,6 +113,12 @@ impl ApiError {
         if let Some(secs) = self.retry_after {
             resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.status == StatusCode::UNAUTHORIZED && self.code == "unauthorized" {
+            resp.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"webhookd\""),
+            );
+        }
         if let Some(Ok(allow)) = self.allow.as_deref().map(HeaderValue::from_str) {
             resp.headers_mut().insert(hyper::header::ALLOW, allow);
         }

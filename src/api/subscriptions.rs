@@ -49,12 +49,24 @@ impl SubscriptionView {
     fn with_secret(sub: &Subscription, secret: Option<String>) -> Self {
         SubscriptionView {
             id: sub.id,
-            target_url: sub.target_url.clone(),
+            target_url: hide_password(&sub.target_url),
             events: sub.events.clone(),
             secret,
             created_at: sub.created_at,
             updated_at: sub.updated_at,
         }
+    }
+}
+
+/// The URL with a password in its userinfo replaced by `****`: like a
+/// secret, it is used for deliveries but never shown.
+fn hide_password(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("****"));
+            url.into()
+        }
+        _ => raw.to_string(),
     }
 }
 
@@ -226,7 +238,8 @@ fn check_keys(fields: &Map<String, Value>, known: &[&str]) -> Result<(), ApiErro
 }
 
 /// `target_url`: an absolute http(s) URL with a host, at most 2048
-/// characters, not an IP literal in a range the SSRF guard refuses.
+/// characters, not an IP literal in a range the SSRF guard refuses;
+/// returned normalised.
 fn target_url(value: &Value, policy: &TargetPolicy) -> Result<String, ApiError> {
     let field = "target_url";
     let Value::String(raw) = value else {
@@ -256,7 +269,15 @@ fn target_url(value: &Value, policy: &TargetPolicy) -> Result<String, ApiError> 
             format!("`target_url` is refused by the SSRF guard: {blocked}"),
         ));
     }
-    Ok(raw.clone())
+    // Stored as parsed: what the API shows is where deliveries go (the raw
+    // text may hold tabs, spaces or backslashes that URL parsing rewrites).
+    if url.as_str().len() > MAX_URL_LEN {
+        return Err(ApiError::validation(
+            field,
+            format!("`target_url` is longer than {MAX_URL_LEN} characters once normalised"),
+        ));
+    }
+    Ok(url.into())
 }
 
 /// `secret`: `null` or a string of 16 to 512 characters.
