@@ -69,7 +69,9 @@ async fn every_webhook_is_delivered_when_a_cluster_node_dies() {
     let mut cluster = Cluster::start();
     for port in 14222..=14224 {
         eventually(&format!("node on port {port}"), DEADLINE, || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
         })
         .await;
     }
@@ -84,7 +86,9 @@ async fn every_webhook_is_delivered_when_a_cluster_node_dies() {
         ..Reply::status(200)
     })
     .await;
-    let sub = server.subscribe(json!({"target_url": receiver.url()})).await;
+    let sub = server
+        .subscribe(json!({"target_url": receiver.url()}))
+        .await;
 
     let mut accepted = HashSet::new();
     for i in 0..150 {
@@ -93,12 +97,23 @@ async fn every_webhook_is_delivered_when_a_cluster_node_dies() {
         accepted.insert(answer["webhook_id"].as_str().unwrap().to_string());
     }
     receiver.wait_for(20).await;
-    assert!(receiver.count() < accepted.len(), "the kill must land during deliveries");
+    assert!(
+        receiver.count() < accepted.len(),
+        "the kill must land during deliveries"
+    );
     // Kill the node webhookd is connected to (monitoring port /connz).
     let mut connected = None;
     for i in 0..3 {
         let url = format!("http://127.0.0.1:{}/connz", 18222 + i);
-        let connz: serde_json::Value = server.http.get(url).send().await.unwrap().json().await.unwrap();
+        let connz: serde_json::Value = server
+            .http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if connz["num_connections"].as_u64().unwrap_or(0) > 0 {
             connected = Some(i);
         }
@@ -107,14 +122,18 @@ async fn every_webhook_is_delivered_when_a_cluster_node_dies() {
     cluster.kill9(victim as usize);
 
     // Lost acks come back after ack_wait (30 s): allow for it.
-    let delivered = eventually("every accepted webhook at the receiver", Duration::from_secs(120), || async {
-        let seen: HashSet<String> = receiver
-            .received()
-            .iter()
-            .filter_map(|r| r.header("webhook-id").map(str::to_string))
-            .collect();
-        accepted.is_subset(&seen).then_some(seen)
-    })
+    let delivered = eventually(
+        "every accepted webhook at the receiver",
+        Duration::from_secs(120),
+        || async {
+            let seen: HashSet<String> = receiver
+                .received()
+                .iter()
+                .filter_map(|r| r.header("webhook-id").map(str::to_string))
+                .collect();
+            accepted.is_subset(&seen).then_some(seen)
+        },
+    )
     .await;
     assert_eq!(delivered.len(), accepted.len());
     server.stop().await.unwrap();

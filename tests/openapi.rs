@@ -428,11 +428,3 @@ async fn still_up(server: &TestServer) {
     let (status, body) = server.call("GET", "/readyz", None).await;
     assert_eq!(status, 200, "{body}");
 }
-
-/// `sha256=<hex HMAC-SHA256>` as a sender signs an ingest body.
-fn inbound_signature(secret: &str, body: &[u8]) -> String {
-    use hmac::{Hmac, KeyInit, Mac};
-    let mut mac = <Hmac<sha2::Sha256>>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}

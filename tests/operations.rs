@@ -5,16 +5,13 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, KeyInit, Mac};
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
-use sha2::Sha256;
+use support::process::WebhookdProcess;
 use support::*;
 use webhookd::metrics::Metrics;
 use webhookd::store::Store;
@@ -179,129 +176,9 @@ async fn wait_deltas(server: &TestServer, before: &Scrape, expected: &[(&str, f6
     after
 }
 
+/// The hex part of `inbound_signature`, as the logs must never show it.
 fn hmac_hex(secret: &str, body: &str) -> String {
-    let mut mac = <Hmac<Sha256>>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
-
-/// A free loopback port: bind port 0, read it, close.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// A loopback URL where nothing listens.
-fn refused_url() -> String {
-    format!("http://127.0.0.1:{}/hook", free_port())
-}
-
-/// The real `webhookd` binary as a child process, its stderr captured line
-/// by line.
-struct Webhookd {
-    child: Child,
-    base: String,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Webhookd {
-    fn spawn(data_dir: &Path, args: &[&str], envs: &[(&str, String)]) -> Webhookd {
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhookd"));
-        cmd.arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--nats-server-bin")
-            .arg(nats_server_bin())
-            .args(["--allow-targets", "127.0.0.0/8"])
-            .args(args)
-            .env_remove("NATS_URL")
-            .env_remove("WEBHOOKD_LOG")
-            .env_remove("WEBHOOKD_LOG_FORMAT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start webhookd");
-        let stderr = child.stderr.take().unwrap();
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                match line {
-                    Ok(l) => sink.lock().unwrap().push(l),
-                    Err(_) => break,
-                }
-            }
-        });
-        Webhookd {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            lines,
-            reader: Some(reader),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    async fn wait_healthy(&mut self, http: &reqwest::Client) {
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = http.get(self.url("/healthz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("webhookd exited at startup ({status}):\n{}", self.log());
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "webhookd did not answer /healthz:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn sigterm(&self) {
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill(SIGTERM) failed");
-    }
-
-    /// Waits for the process to exit, then for its stderr to be read to the
-    /// end; returns the exit status and every log line.
-    async fn wait_exit(&mut self, deadline: Duration) -> (ExitStatus, String) {
-        let status = eventually("webhookd to exit", deadline, || {
-            let status = self.child.try_wait().expect("try_wait");
-            async move { status }
-        })
-        .await;
-        if let Some(reader) = self.reader.take() {
-            reader.join().unwrap();
-        }
-        (status, self.log())
-    }
-}
-
-impl Drop for Webhookd {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+    inbound_signature(secret, body.as_bytes())["sha256=".len()..].to_string()
 }
 
 // ---------------------------------------------------------------------------
@@ -773,7 +650,8 @@ async fn logging_run(extra: &[&str]) -> LogRun {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["--log", "debug", "--retry-schedule", "50ms,100ms"];
     args.extend_from_slice(extra);
-    let mut proc = Webhookd::spawn(&dir.path().join("data"), &args, &[("NATS_URL", nats.url())]);
+    let mut proc =
+        WebhookdProcess::spawn(&dir.path().join("data"), &args, &[("NATS_URL", nats.url())]);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     proc.wait_healthy(&http).await;
 

@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,14 +39,6 @@ const PIP_INSTALL: &str = "python3 -m pip install standardwebhooks";
 /// `error.code` of an error answer ("" when absent).
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
-}
-
-/// `sha256=<hex HMAC-SHA256(secret bytes, body)>`, computed here with the
-/// hmac crate, independently of webhookd's signing module.
-fn inbound_signature(secret: &str, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256>>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// One HTTP request with an optional `Authorization` value and JSON body.

@@ -6,134 +6,19 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use serde_json::{json, Value};
+use support::process::WebhookdProcess;
 use support::*;
 
 /// Logged by webhookd once ingest answers 503 (after the shutdown token
 /// fired).
 const SHUTDOWN_STARTED: &str = "shutdown started";
-
-/// A free loopback port: bind port 0, read it, close.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// The real `webhookd` binary with its embedded nats-server, stderr
-/// captured line by line.
-struct Webhookd {
-    child: Child,
-    port: u16,
-    lines: Arc<Mutex<Vec<String>>>,
-    shutdown_seen: Arc<AtomicBool>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Webhookd {
-    fn spawn(data_dir: &Path, args: &[&str]) -> Webhookd {
-        let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_webhookd"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--nats-server-bin")
-            .arg(nats_server_bin())
-            .args(["--allow-targets", "127.0.0.0/8", "--log", "info"])
-            .args(args)
-            .env_remove("NATS_URL")
-            .env_remove("WEBHOOKD_LOG_FORMAT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start webhookd");
-        let stderr = child.stderr.take().unwrap();
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let shutdown_seen = Arc::new(AtomicBool::new(false));
-        let (sink, seen) = (lines.clone(), shutdown_seen.clone());
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains(SHUTDOWN_STARTED) {
-                    seen.store(true, Ordering::SeqCst);
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Webhookd {
-            child,
-            port,
-            lines,
-            shutdown_seen,
-            reader: Some(reader),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    async fn wait_healthy(&mut self, http: &reqwest::Client) {
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = http.get(self.url("/healthz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("webhookd exited at startup ({status}):\n{}", self.log());
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "webhookd did not answer /healthz:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn sigterm(&self) {
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill(SIGTERM) failed");
-    }
-
-    /// Waits for the process to exit and its stderr to be read to the end.
-    async fn wait_exit(&mut self, deadline: Duration) -> (ExitStatus, String) {
-        let status = eventually("webhookd to exit", deadline, || {
-            let status = self.child.try_wait().expect("try_wait");
-            async move { status }
-        })
-        .await;
-        if let Some(reader) = self.reader.take() {
-            reader.join().unwrap();
-        }
-        (status, self.log())
-    }
-}
-
-impl Drop for Webhookd {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// Pids of running processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
@@ -245,6 +130,8 @@ async fn sigterm_mid_burst_loses_nothing_and_stops_nats() {
         "5s",
         "--shutdown-timeout",
         "10s",
+        "--log",
+        "info",
     ];
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
@@ -255,7 +142,7 @@ async fn sigterm_mid_burst_loses_nothing_and_stops_nats() {
     })
     .await;
 
-    let mut proc = Webhookd::spawn(&data_dir, &args);
+    let mut proc = WebhookdProcess::spawn(&data_dir, &args, &[]);
     proc.wait_healthy(&http).await;
     // The embedded nats-server runs with its store under the data dir: the
     // /proc check below can see it.
@@ -322,12 +209,12 @@ async fn sigterm_mid_burst_loses_nothing_and_stops_nats() {
     // Posts keep coming during the shutdown; each remembers whether
     // "shutdown started" was in the log before it was sent.
     let late = {
-        let (http, url, seen) = (http.clone(), ingest_url.clone(), proc.shutdown_seen.clone());
+        let (http, url, seen) = (http.clone(), ingest_url.clone(), proc.lines());
         tokio::spawn(async move {
             let mut results = Vec::new();
             let started = Instant::now();
             for seq in BURST..BURST + LATE_POSTS {
-                let after_shutdown = seen.load(Ordering::SeqCst);
+                let after_shutdown = seen.contains(SHUTDOWN_STARTED);
                 let outcome = ingest(&http, &url, seq).await;
                 let done = after_shutdown && matches!(outcome, Ingested::NoConnection(_));
                 results.push((seq, after_shutdown, outcome));
@@ -344,7 +231,7 @@ async fn sigterm_mid_burst_loses_nothing_and_stops_nats() {
 
     // The half-sent request completes once shutdown has started.
     eventually("`shutdown started` in the log", DEADLINE, || {
-        let seen = proc.shutdown_seen.load(Ordering::SeqCst);
+        let seen = proc.lines().contains(SHUTDOWN_STARTED);
         async move { seen.then_some(()) }
     })
     .await;
@@ -444,7 +331,7 @@ async fn sigterm_mid_burst_loses_nothing_and_stops_nats() {
 
     // Restart on the same data: every accepted webhook arrives.
     let restarted_at = Instant::now();
-    let mut proc = Webhookd::spawn(&data_dir, &args);
+    let mut proc = WebhookdProcess::spawn(&data_dir, &args, &[]);
     proc.wait_healthy(&http).await;
     eventually(
         "every accepted webhook at the receiver",

@@ -54,8 +54,11 @@ async fn tui_client_manages_subscriptions_and_reads_attempts() {
 
     // Attempts: per subscription, per webhook, and the live tail.
     let body = r#"{"n":1}"#;
-    let sig = webhookd::delivery::signing::inbound_signature("tui-secret-0123456789", body.as_bytes());
-    let (status, answer) = server.ingest(&created.id, body, &[("x-signature", &sig)]).await;
+    let sig =
+        webhookd::delivery::signing::inbound_signature("tui-secret-0123456789", body.as_bytes());
+    let (status, answer) = server
+        .ingest(&created.id, body, &[("x-signature", &sig)])
+        .await;
     assert_eq!(status, 202, "{answer}");
     let webhook = answer["webhook_id"].as_str().unwrap().to_string();
     receiver.wait_for(1).await;
@@ -70,9 +73,16 @@ async fn tui_client_manages_subscriptions_and_reads_attempts() {
     assert_eq!(status.status, "succeeded");
     let tail = client.attempts_after(None, 100).await.unwrap();
     assert_eq!(tail.items.len(), 1);
-    let after = client.attempts_after(Some(tail.items[0].id), 100).await.unwrap();
+    let after = client
+        .attempts_after(Some(tail.items[0].id), 100)
+        .await
+        .unwrap();
     assert!(after.items.is_empty());
-    assert!(client.metrics_text().await.unwrap().contains("webhookd_deliveries_total"));
+    assert!(client
+        .metrics_text()
+        .await
+        .unwrap()
+        .contains("webhookd_deliveries_total"));
 
     // Delete, then the server says 404.
     client.delete_subscription(&created.id).await.unwrap();

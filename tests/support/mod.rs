@@ -4,6 +4,8 @@
 //! deadline, never fixed sleeps.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -40,6 +42,27 @@ pub fn nats_server_bin() -> PathBuf {
         return local;
     }
     PathBuf::from("nats-server")
+}
+
+/// A free loopback port: bind port 0, read it, close.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A URL on 127.0.0.1 where nothing listens.
+pub fn refused_url() -> String {
+    format!("http://127.0.0.1:{}/hook", free_port())
+}
+
+/// `sha256=<hex HMAC-SHA256(secret bytes, body)>`, as a sender signs an
+/// ingest body; computed with the hmac crate, independently of webhookd's
+/// signing module.
+pub fn inbound_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = <Hmac<sha2::Sha256>>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// Polls `check` every 20 ms until it returns `Some` or `deadline` passes.
