@@ -30,7 +30,12 @@ async fn main() -> anyhow::Result<()> {
                 let id = header(&req, "webhook-id");
                 let event = header(&req, "x-event-type");
                 let signed = req.headers().contains_key("webhook-signature");
-                let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
                 println!(
                     "{} webhook-id={id} event={event} signed={signed} body={} -> {}",
                     chrono::Utc::now().format("%H:%M:%S%.3f"),
@@ -41,7 +46,9 @@ async fn main() -> anyhow::Result<()> {
                 *resp.status_mut() = status;
                 Ok::<_, Infallible>(resp)
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

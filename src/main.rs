@@ -22,7 +22,10 @@ fn main() -> ExitCode {
     // pick one so a TLS NATS connection does not panic.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("webhookd: cannot start the async runtime: {e}");
@@ -58,7 +61,10 @@ fn main() -> ExitCode {
 
 fn init_logging(config: &Config) {
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
-        eprintln!("webhookd: invalid --log filter `{}` ({e}); using `info`", config.log);
+        eprintln!(
+            "webhookd: invalid --log filter `{}` ({e}); using `info`",
+            config.log
+        );
         EnvFilter::new("info")
     });
     let builder = tracing_subscriber::fmt()
@@ -66,7 +72,11 @@ fn init_logging(config: &Config) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -74,7 +84,10 @@ fn init_logging(config: &Config) {
 /// Completes on the first SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
             // Without signal handlers, Ctrl-C still ends the process.

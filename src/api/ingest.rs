@@ -99,11 +99,10 @@ async fn accept(
     let content_type = header(CONTENT_TYPE.as_str())?;
 
     let body = read_body(req, state.max_body).await?;
-    let sub = state
-        .cache
-        .get(subscription_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no subscription with id {subscription_id}")))?;
+    let sub =
+        state.cache.get(subscription_id).await?.ok_or_else(|| {
+            ApiError::not_found(format!("no subscription with id {subscription_id}"))
+        })?;
 
     // Valid JSON only (serde_json refuses invalid UTF-8 and NaN). Skipping
     // into IgnoredAny has no recursion limit, so depth is checked apart:
@@ -190,7 +189,9 @@ async fn accept(
                 QueueError::PublishTimeout(_) => {
                     "the queue did not store the webhook in time; it was not accepted".to_string()
                 }
-                other => format!("the queue is unavailable; the webhook was not accepted ({other})"),
+                other => {
+                    format!("the queue is unavailable; the webhook was not accepted ({other})")
+                }
             };
             ApiError::unavailable("queue_unavailable", message, 5)
         })?;

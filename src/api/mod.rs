@@ -54,10 +54,7 @@ pub struct AppState {
 }
 
 /// Entry point of every request: routes, authenticates, never fails.
-pub async fn handle(
-    state: Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Answer, Infallible> {
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Answer, Infallible> {
     let span = tracing::info_span!(
         "request",
         method = %req.method(),
@@ -128,22 +125,72 @@ const fn route(method: Method, path: &'static str, access: Access, handler: Hand
 pub const ROUTES: &[Route] = &[
     route(Method::GET, "/healthz", Access::Public, Handler::Healthz),
     route(Method::GET, "/readyz", Access::Public, Handler::Readyz),
-    route(Method::GET, "/metrics", Access::Management, Handler::Metrics),
-    route(Method::GET, "/openapi.json", Access::Public, Handler::OpenApi),
-    route(Method::GET, "/subscriptions", Access::Management, Handler::ListSubscriptions),
-    route(Method::POST, "/subscriptions", Access::Management, Handler::CreateSubscription),
-    route(Method::GET, "/subscriptions/{id}", Access::Management, Handler::GetSubscription),
-    route(Method::PATCH, "/subscriptions/{id}", Access::Management, Handler::UpdateSubscription),
-    route(Method::DELETE, "/subscriptions/{id}", Access::Management, Handler::DeleteSubscription),
+    route(
+        Method::GET,
+        "/metrics",
+        Access::Management,
+        Handler::Metrics,
+    ),
+    route(
+        Method::GET,
+        "/openapi.json",
+        Access::Public,
+        Handler::OpenApi,
+    ),
+    route(
+        Method::GET,
+        "/subscriptions",
+        Access::Management,
+        Handler::ListSubscriptions,
+    ),
+    route(
+        Method::POST,
+        "/subscriptions",
+        Access::Management,
+        Handler::CreateSubscription,
+    ),
+    route(
+        Method::GET,
+        "/subscriptions/{id}",
+        Access::Management,
+        Handler::GetSubscription,
+    ),
+    route(
+        Method::PATCH,
+        "/subscriptions/{id}",
+        Access::Management,
+        Handler::UpdateSubscription,
+    ),
+    route(
+        Method::DELETE,
+        "/subscriptions/{id}",
+        Access::Management,
+        Handler::DeleteSubscription,
+    ),
     route(
         Method::GET,
         "/subscriptions/{id}/attempts",
         Access::Management,
         Handler::SubscriptionAttempts,
     ),
-    route(Method::POST, "/ingest/{subscription_id}", Access::Public, Handler::Ingest),
-    route(Method::GET, "/status/{webhook_id}", Access::Management, Handler::Status),
-    route(Method::GET, "/attempts", Access::Management, Handler::Attempts),
+    route(
+        Method::POST,
+        "/ingest/{subscription_id}",
+        Access::Public,
+        Handler::Ingest,
+    ),
+    route(
+        Method::GET,
+        "/status/{webhook_id}",
+        Access::Management,
+        Handler::Status,
+    ),
+    route(
+        Method::GET,
+        "/attempts",
+        Access::Management,
+        Handler::Attempts,
+    ),
 ];
 
 /// Whether `segments` fit a template; returns the `{...}` segment, if any
@@ -168,7 +215,10 @@ fn matches<'a>(template: &str, segments: &[&'a str]) -> Option<Option<&'a str>> 
 async fn route_request(state: &Arc<AppState>, req: Request<Incoming>) -> Result<Answer, ApiError> {
     let path = req.uri().path().to_string();
     // Paths answer with and without a trailing slash.
-    let trimmed = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(&path);
+    let trimmed = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(&path);
     let segments: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
 
     let mut allowed: Vec<&str> = Vec::new();
@@ -190,7 +240,10 @@ async fn route_request(state: &Arc<AppState>, req: Request<Incoming>) -> Result<
         let mut e = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            format!("{} is not allowed on {path}; allowed: {allow}", req.method()),
+            format!(
+                "{} is not allowed on {path}; allowed: {allow}",
+                req.method()
+            ),
         );
         e.allow = Some(allow);
         return Err(e);

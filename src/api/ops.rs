@@ -43,7 +43,8 @@ pub async fn readyz(state: &AppState) -> Result<Answer, ApiError> {
 pub async fn metrics(state: &AppState) -> Answer {
     let m = &state.metrics;
     m.writer_queue_depth.set(state.writer.queue_depth() as i64);
-    m.writer_batch_size.set(state.writer.last_batch_size() as i64);
+    m.writer_batch_size
+        .set(state.writer.last_batch_size() as i64);
     if let Ok(Ok((pending, ack_pending))) =
         tokio::time::timeout(Duration::from_secs(1), state.queue.consumer_counts()).await
     {

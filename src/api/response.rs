@@ -58,7 +58,10 @@ impl ApiError {
     pub fn bad_id(what: &str, raw: &str) -> Self {
         Self::bad_request(
             "invalid_id",
-            format!("`{}` is not a valid {what} id (expected a hyphenated UUID)", truncate(raw)),
+            format!(
+                "`{}` is not a valid {what} id (expected a hyphenated UUID)",
+                truncate(raw)
+            ),
         )
     }
 
@@ -111,7 +114,8 @@ impl ApiError {
             },
         );
         if let Some(secs) = self.retry_after {
-            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         if self.status == StatusCode::UNAUTHORIZED && self.code == "unauthorized" {
             resp.headers_mut().insert(
@@ -198,8 +202,9 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
 
 /// Parses a JSON body, answering 400 `invalid_json` when it is not JSON.
 pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })
 }
 
 /// Query parameters of a request, decoded.
@@ -211,7 +216,11 @@ impl Query {
         let pairs = req
             .uri()
             .query()
-            .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
             .unwrap_or_default();
         Query(pairs)
     }

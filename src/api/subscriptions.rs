@@ -91,10 +91,18 @@ fn parse_id(raw: &str) -> Result<SubscriptionId, ApiError> {
 pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Answer, ApiError> {
     let body = read_body(req, state.max_body).await?;
     let fields = object(parse_json(&body)?)?;
-    check_keys(&fields, &["target_url", "secret", "events", "generate_secret"])?;
+    check_keys(
+        &fields,
+        &["target_url", "secret", "events", "generate_secret"],
+    )?;
     let target_url = match fields.get("target_url") {
         Some(v) => target_url(v, &state.policy)?,
-        None => return Err(ApiError::validation("target_url", "`target_url` is required")),
+        None => {
+            return Err(ApiError::validation(
+                "target_url",
+                "`target_url` is required",
+            ))
+        }
     };
     let generate = match fields.get("generate_secret") {
         None | Some(Value::Null) => false,
@@ -140,7 +148,10 @@ pub async fn list(state: &AppState, req: &Request<Incoming>) -> Result<Answer, A
     let limit = query.int("limit", 50, 1, 500)? as usize;
     let cursor = match query.get("cursor").filter(|c| !c.is_empty()) {
         Some(raw) => Some(SubscriptionId::parse(raw).ok_or_else(|| {
-            ApiError::bad_query("cursor", "`cursor` must be a `next_cursor` from a previous page")
+            ApiError::bad_query(
+                "cursor",
+                "`cursor` must be a `next_cursor` from a previous page",
+            )
         })?),
         None => None,
     };
@@ -186,7 +197,10 @@ pub async fn update(
         secret: fields.get("secret").map(secret).transpose()?,
         events: fields.get("events").map(events).transpose()?,
     };
-    let updated = state.store.update_subscription(id, patch, Utc::now()).await?;
+    let updated = state
+        .store
+        .update_subscription(id, patch, Utc::now())
+        .await?;
     // Invalidate before answering: the next attempt uses the new settings.
     state.cache.invalidate(id);
     match updated {
@@ -219,7 +233,10 @@ fn not_found(id: SubscriptionId) -> ApiError {
 fn object(value: Value) -> Result<Map<String, Value>, ApiError> {
     match value {
         Value::Object(map) => Ok(map),
-        _ => Err(ApiError::validation("body", "the body must be a JSON object")),
+        _ => Err(ApiError::validation(
+            "body",
+            "the body must be a JSON object",
+        )),
     }
 }
 
@@ -291,7 +308,10 @@ fn secret(value: &Value) -> Result<Option<String>, ApiError> {
             "secret",
             format!("`secret` must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} characters long"),
         )),
-        _ => Err(ApiError::validation("secret", "`secret` must be a string or null")),
+        _ => Err(ApiError::validation(
+            "secret",
+            "`secret` must be a string or null",
+        )),
     }
 }
 
@@ -330,12 +350,8 @@ fn events(value: &Value) -> Result<Option<Vec<String>>, ApiError> {
                 }
             }
             _ => {
-                return Err(ApiError::validation(
-                    field,
-                    format!(
-                        "every event type must be a non-empty string of at most {MAX_EVENT_LEN} bytes"
-                    ),
-                ))
+                let message = format!("every event type must be 1 to {MAX_EVENT_LEN} bytes");
+                return Err(ApiError::validation(field, message));
             }
         }
     }

@@ -544,12 +544,7 @@ pub fn display_url(url: &str) -> String {
 pub fn short_id(id: &str) -> &str {
     // webhookd's ids are UUIDv7: the first characters are a timestamp shared
     // by ids made in the same second; the last ones are random.
-    let start = id
-        .char_indices()
-        .rev()
-        .nth(7)
-        .map(|(i, _)| i)
-        .unwrap_or(0);
+    let start = id.char_indices().rev().nth(7).map(|(i, _)| i).unwrap_or(0);
     &id[start..]
 }
 
