@@ -15,7 +15,11 @@ use clap::{Parser, ValueEnum};
 /// Everything webhookd can be told at startup. Defaults run a complete
 /// service on loopback with nothing set.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "webhookd", version, about = "Reliable webhook delivery on NATS JetStream and SQLite")]
+#[command(
+    name = "webhookd",
+    version,
+    about = "Reliable webhook delivery on NATS JetStream and SQLite"
+)]
 pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long, env = "WEBHOOKD_LISTEN", default_value = "127.0.0.1:8000")]
@@ -40,7 +44,11 @@ pub struct Config {
 
     /// Delays before each retry, comma-separated, with units ms, s, m or h.
     /// The number of entries is the number of retries.
-    #[arg(long, env = "WEBHOOKD_RETRY_SCHEDULE", default_value = "10s,30s,1m,5m,15m")]
+    #[arg(
+        long,
+        env = "WEBHOOKD_RETRY_SCHEDULE",
+        default_value = "10s,30s,1m,5m,15m"
+    )]
     pub retry_schedule: RetrySchedule,
 
     /// Total time allowed for one delivery attempt.
@@ -187,12 +195,23 @@ impl Config {
             ("listen", self.listen.to_string()),
             ("data_dir", self.data_dir.display().to_string()),
             ("database", self.database_path().display().to_string()),
-            ("nats_url", self.nats_url.clone().unwrap_or_else(|| "(embedded nats-server)".into())),
-            ("nats_server_bin", self.nats_server_bin.display().to_string()),
+            (
+                "nats_url",
+                self.nats_url
+                    .clone()
+                    .unwrap_or_else(|| "(embedded nats-server)".into()),
+            ),
+            (
+                "nats_server_bin",
+                self.nats_server_bin.display().to_string(),
+            ),
             ("retry_schedule", self.retry_schedule.to_string()),
             ("delivery_timeout", d(self.delivery_timeout)),
             ("connect_timeout", d(self.connect_timeout)),
-            ("delivery_concurrency", self.delivery_concurrency.to_string()),
+            (
+                "delivery_concurrency",
+                self.delivery_concurrency.to_string(),
+            ),
             ("max_ack_pending", self.max_ack_pending.to_string()),
             ("ack_wait", d(self.ack_wait())),
             ("retention", d(self.retention)),
@@ -209,15 +228,20 @@ impl Config {
             ("cache_ttl", d(self.cache_ttl)),
             ("db_pool_size", self.db_pool_size.to_string()),
             ("api_token", hidden(&self.api_token).to_string()),
-            ("allow_targets", self.allow_targets.clone().unwrap_or_else(|| "(none)".into())),
+            (
+                "allow_targets",
+                self.allow_targets
+                    .clone()
+                    .unwrap_or_else(|| "(none)".into()),
+            ),
             ("insecure_no_auth", self.insecure_no_auth.to_string()),
-            ("log_format", format!("{:?}", self.log_format).to_lowercase()),
+            (
+                "log_format",
+                format!("{:?}", self.log_format).to_lowercase(),
+            ),
             ("log", self.log.clone()),
         ];
-        lines
-            .iter()
-            .map(|(k, v)| format!("{k} = {v}\n"))
-            .collect()
+        lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
     }
 
     /// Checks what clap cannot: ranges and combinations.
@@ -348,7 +372,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
         "d" => n.checked_mul(86_400_000),
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit `{unit}` (use ms, s, m, h or d)"
+            ))
+        }
     };
     ms.map(Duration::from_millis)
         .ok_or_else(|| format!("`{s}` is too large"))
@@ -381,7 +409,11 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        other => return Err(format!("`{s}`: unknown unit `{other}` (use B, KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "`{s}`: unknown unit `{other}` (use B, KiB, MiB or GiB)"
+            ))
+        }
     };
     n.checked_mul(factor)
         .ok_or_else(|| format!("`{s}` is too large"))

@@ -90,7 +90,10 @@ pub async fn serve(
     }
     drop(listener);
     let open = graceful.count();
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(open, "connections still open at the shutdown deadline");
     }
 }

@@ -124,7 +124,13 @@ impl Sender {
             headers.insert("x-event-type", v);
         }
 
-        let result = self.http.post(url).headers(headers).body(req.body).send().await;
+        let result = self
+            .http
+            .post(url)
+            .headers(headers)
+            .body(req.body)
+            .send()
+            .await;
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {

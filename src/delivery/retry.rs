@@ -88,10 +88,34 @@ mod tests {
             (9, fail, &default, Outcome::Failure, None),
             (1, Result::Refused, &default, Outcome::Failure, None),
             // Retry-After lengthens, capped at the longest step...
-            (1, Result::Failed { retry_after: Some(secs(120)) }, &default, Outcome::FailedAttempt, Some(secs(120))),
-            (1, Result::Failed { retry_after: Some(secs(3600)) }, &default, Outcome::FailedAttempt, Some(secs(900))),
+            (
+                1,
+                Result::Failed {
+                    retry_after: Some(secs(120)),
+                },
+                &default,
+                Outcome::FailedAttempt,
+                Some(secs(120)),
+            ),
+            (
+                1,
+                Result::Failed {
+                    retry_after: Some(secs(3600)),
+                },
+                &default,
+                Outcome::FailedAttempt,
+                Some(secs(900)),
+            ),
             // ...and never shortens.
-            (3, Result::Failed { retry_after: Some(secs(1)) }, &default, Outcome::FailedAttempt, Some(secs(60))),
+            (
+                3,
+                Result::Failed {
+                    retry_after: Some(secs(1)),
+                },
+                &default,
+                Outcome::FailedAttempt,
+                Some(secs(60)),
+            ),
             // No retries configured: the first failure is final.
             (1, fail, &none, Outcome::Failure, None),
         ];

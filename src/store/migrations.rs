@@ -78,7 +78,10 @@ pub(super) fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.execute("DELETE FROM schema_version", [])?;
-        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [version])?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [version],
+        )?;
         tx.commit()?;
         tracing::info!(version, "applied database migration");
     }

@@ -100,8 +100,8 @@ impl Store {
         migrations::apply(&mut conn, path)?;
         drop(conn);
 
-        let manager = SqliteConnectionManager::file(path)
-            .with_init(|c| c.execute_batch(CONNECTION_PRAGMAS));
+        let manager =
+            SqliteConnectionManager::file(path).with_init(|c| c.execute_batch(CONNECTION_PRAGMAS));
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(1))

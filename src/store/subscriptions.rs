@@ -79,7 +79,9 @@ fn events_json(events: &Option<Vec<String>>) -> Option<String> {
 }
 
 fn get(conn: &Connection, id: SubscriptionId) -> Result<Option<Subscription>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM subscriptions WHERE id = ?1"))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM subscriptions WHERE id = ?1"
+    ))?;
     Ok(stmt.query_row([id.to_string()], from_row).optional()?)
 }
 
