@@ -172,6 +172,7 @@ pub async fn run(
     });
     drop(writer);
 
+    let metrics_for_trim = metrics.clone();
     let workers = tokio::spawn(deliverer.run(stop.clone(), config.shutdown_timeout));
     let purge = tokio::spawn(purge::run(
         store,
@@ -180,6 +181,7 @@ pub async fn run(
         metrics,
         stop.clone(),
     ));
+    tokio::spawn(trim_when_idle(metrics_for_trim, stop.clone()));
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -257,4 +259,31 @@ async fn open_queue(config: &Config, url: &str) -> Result<Queue, RunError> {
     let queue = Queue::connect(url, settings, std::time::Duration::from_secs(30)).await?;
     queue.consumer().await?;
     Ok(queue)
+}
+
+/// Hands freed heap memory back to the operating system once webhookd has
+/// been idle for a while: after a burst, glibc keeps freed arenas mapped,
+/// and an idle webhookd on a small VM should not hold the burst's peak.
+async fn trim_when_idle(metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+    let mut last = metrics.activity();
+    let mut trimmed = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = metrics.activity();
+        if now != last {
+            last = now;
+            trimmed = false;
+        } else if !trimmed {
+            trimmed = true;
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only releases free memory of the allocator.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
 }

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub writer_batch_size: Gauge,
     /// Rows removed by the retention purge.
     pub purged_rows: Family<TableLabel, Counter>,
+    /// Ingest requests plus attempts, for telling when webhookd is idle.
+    activity: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -85,6 +87,7 @@ impl Metrics {
             writer_queue_depth: Gauge::default(),
             writer_batch_size: Gauge::default(),
             purged_rows: Family::default(),
+            activity: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -161,8 +164,16 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// Work done so far (ingest requests and attempts); unchanged between
+    /// two reads means webhookd was idle in between.
+    pub fn activity(&self) -> u64 {
+        self.activity.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Counts one attempt.
     pub fn record_attempt(&self, outcome: Outcome, seconds: f64) {
+        self.activity
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.deliveries
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.as_str(),
@@ -173,6 +184,8 @@ impl Metrics {
 
     /// Counts one ingest answer.
     pub fn record_ingest(&self, status: u16) {
+        self.activity
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.ingest_requests
             .get_or_create(&StatusLabel { status })
             .inc();

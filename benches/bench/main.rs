@@ -1,0 +1,205 @@
+//! Loopback benchmark of webhookd (`just bench`, `just bench-quick`).
+//!
+//! `bench run` measures, in one run and all on 127.0.0.1:
+//!
+//! - `baseline`: a bare hyper server answering 202 (this binary re-executed
+//!   as `bench baseline`), loaded exactly like webhookd: what this machine
+//!   can do at all, so every figure is also a ratio to it;
+//! - `ingest`: webhookd (release binary, embedded nats-server, fresh data
+//!   directory) accepting N webhooks at concurrency C, deliveries held;
+//! - `e2e`: first post to last arrival at a fast receiver (`bench receiver`,
+//!   a separate process: its scheduling and CPU are not the load
+//!   generator's, so arrival times are not delayed by it), delivered/s,
+//!   arrival − send, duplicates, lost; peak and idle RSS of webhookd and its
+//!   nats-server;
+//! - `e2e-half`: the same at half the measured e2e rate (latency when not
+//!   saturated);
+//! - `retries`: a receiver failing each webhook's first attempt, 100 ms
+//!   retry schedule; the attempt log is read from the SQLite file;
+//! - `fan-in`: webhooks spread over many subscriptions;
+//! - `slow`: a receiver answering after 200 ms (concurrency-bound).
+//!
+//! Results: a table on stdout and JSON in `target/bench/results.json`
+//! (`--out` to change). `--quick` runs N=2,000 per scenario and fails only on
+//! correctness (0 lost, 0 errors, 2 attempt rows per webhook in retries),
+//! never on speed. Every load is bounded in count and in time; every process
+//! started is stopped at the end, also on error or Ctrl-C.
+
+mod load;
+mod procs;
+mod report;
+mod scenarios;
+mod servers;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "bench", about = "Loopback benchmark of webhookd")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the scenarios (what `just bench` and `just bench-quick` do).
+    Run(RunArgs),
+    /// Bare hyper server answering 202 (started by `run`).
+    Baseline(servers::BaselineArgs),
+    /// Recording webhook receiver (started by `run`).
+    Receiver(servers::ReceiverArgs),
+}
+
+/// Scenarios in the order they run.
+const SCENARIOS: &[&str] = &[
+    "baseline", "ingest", "e2e", "e2e-half", "retries", "fan-in", "slow",
+];
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Correctness pass: N=2,000 per scenario; fails on correctness only.
+    #[arg(long)]
+    quick: bool,
+    /// Webhooks per scenario (default 50,000, or 2,000 with --quick).
+    #[arg(long)]
+    n: Option<usize>,
+    /// Connections of the load generator (requests in flight).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Run only these scenarios (comma-separated; e2e-half needs e2e).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// nats-server binary for webhookd's embedded server (else
+    /// NATS_SERVER_BIN, nats-server on PATH, /usr/sbin/nats-server).
+    #[arg(long, env = "WEBHOOKD_NATS_SERVER_BIN")]
+    nats_server_bin: Option<PathBuf>,
+    /// webhookd binary (default: the one Cargo built for this profile).
+    #[arg(long, default_value = env!("CARGO_BIN_EXE_webhookd"))]
+    webhookd_bin: PathBuf,
+    /// webhookd's --delivery-concurrency.
+    #[arg(long, default_value_t = 256)]
+    delivery_concurrency: usize,
+    /// Seconds to wait after the last e2e delivery before reading the idle
+    /// RSS (default 5, or 1 with --quick).
+    #[arg(long)]
+    idle_wait_s: Option<u64>,
+    /// Results file (default target/bench/results.json, or
+    /// results-quick.json with --quick).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    // `cargo bench` appends `--bench`; `cargo test --all-targets` runs this
+    // binary with no arguments (or test filters): nothing to do then.
+    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
+    let known = ["run", "baseline", "receiver", "help", "--help", "-h"];
+    if !args.get(1).is_some_and(|a| known.contains(&a.as_str())) {
+        println!(
+            "bench: nothing to run without a subcommand; use `just bench` or `just bench-quick` \
+             (cargo bench --bench bench -- run [--quick])"
+        );
+        return ExitCode::SUCCESS;
+    }
+    let cli = Cli::parse_from(args);
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Baseline(args) => servers::baseline(args).map(|()| true),
+        Command::Receiver(args) => servers::receiver(args).map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where `target/` is.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+fn find_nats(arg: Option<PathBuf>) -> PathBuf {
+    if let Some(bin) = arg.filter(|b| !b.as_os_str().is_empty()) {
+        return bin;
+    }
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN").filter(|b| !b.is_empty()) {
+        return PathBuf::from(bin);
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/nats-server");
+    if local.exists() {
+        return local;
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("nats-server").exists()))
+        .unwrap_or(false);
+    if !on_path && std::path::Path::new("/usr/sbin/nats-server").exists() {
+        return PathBuf::from("/usr/sbin/nats-server");
+    }
+    PathBuf::from("nats-server")
+}
+
+/// Runs the scenarios; Ok(false) when a correctness check failed.
+fn run(args: RunArgs) -> Result<bool> {
+    for name in &args.only {
+        if !SCENARIOS.contains(&name.as_str()) {
+            bail!("unknown scenario `{name}`; known: {}", SCENARIOS.join(", "));
+        }
+    }
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let mut sizes = scenarios::Sizes::new(args.quick, args.n);
+    if let Some(s) = args.idle_wait_s {
+        sizes.idle_wait = std::time::Duration::from_secs(s.min(600));
+    }
+    let env = scenarios::Env {
+        quick: args.quick,
+        sizes,
+        concurrency: args.concurrency,
+        delivery_concurrency: args.delivery_concurrency,
+        self_exe: std::env::current_exe().context("finding the bench binary")?,
+        webhookd_bin: args.webhookd_bin.clone(),
+        nats_bin: find_nats(args.nats_server_bin.clone()),
+        work_dir: target_dir().join("bench").join("tmp"),
+    };
+    if !env.webhookd_bin.exists() {
+        bail!(
+            "webhookd binary {} not found (cargo build --release --bin webhookd)",
+            env.webhookd_bin.display()
+        );
+    }
+    let out = args.out.clone().unwrap_or_else(|| {
+        let file = if args.quick {
+            "results-quick.json"
+        } else {
+            "results.json"
+        };
+        target_dir().join("bench").join(file)
+    });
+    let selected: Vec<&str> = SCENARIOS
+        .iter()
+        .copied()
+        .filter(|s| args.only.is_empty() || args.only.iter().any(|o| o == s))
+        .collect();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        tokio::select! {
+            r = report::run_all(&env, &selected, &out) => r,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted; every process started was stopped"),
+        }
+    })
+}

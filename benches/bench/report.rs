@@ -1,0 +1,375 @@
+//! Runs the selected scenarios in order, prints the table and the targets,
+//! writes the JSON results file.
+
+use std::path::Path;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+
+use crate::procs;
+use crate::scenarios::{self, Carry, Check, Env, Kind, Row};
+
+/// One target of the issue, measured.
+struct Target {
+    name: &'static str,
+    measured: Option<f64>,
+    unit: &'static str,
+    /// true: measured must be ≥ goal; false: ≤ goal.
+    at_least: bool,
+    goal: f64,
+    vs_baseline: Option<String>,
+}
+
+impl Target {
+    fn met(&self) -> Option<bool> {
+        self.measured.map(|m| {
+            if self.at_least {
+                m >= self.goal
+            } else {
+                m <= self.goal
+            }
+        })
+    }
+}
+
+fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
+    v.map(|v| format!("{v:.decimals$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn fmt_count(v: Option<usize>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn nats_version(bin: &Path) -> String {
+    std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn print_row(r: &Row) {
+    println!(
+        "{:<9} {:>6} {:>3} {:>8} {:<5} {:>7} {:>7} {:>7} {:<12} {:>4} {:>4} {:>4}  {}",
+        r.name,
+        r.n,
+        r.c,
+        fmt_opt(r.rate, 0),
+        r.rate_unit,
+        fmt_opt(r.p50, 1),
+        fmt_opt(r.p95, 1),
+        fmt_opt(r.p99, 1),
+        r.lat_kind,
+        fmt_count(r.errors),
+        fmt_count(r.lost),
+        fmt_count(r.dups),
+        r.note
+    );
+}
+
+fn print_header() {
+    println!(
+        "{:<9} {:>6} {:>3} {:>14} {:>7} {:>7} {:>7} {:<12} {:>4} {:>4} {:>4}  note",
+        "scenario",
+        "N",
+        "C",
+        "rate",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "latency of",
+        "err",
+        "lost",
+        "dups"
+    );
+}
+
+fn mib(kib: Option<u64>) -> Option<f64> {
+    kib.map(|k| k as f64 / 1024.0)
+}
+
+fn targets(carry: &Carry) -> Vec<Target> {
+    let base = carry.baseline_rate;
+    let ratio = |v: Option<f64>| match (v, base) {
+        (Some(v), Some(b)) if b > 0.0 => Some(format!("{:.2}x baseline", v / b)),
+        _ => None,
+    };
+    let rss_ratio = |v: Option<u64>| match (v, carry.baseline_rss_kib) {
+        (Some(v), Some(b)) if b > 0 => Some(format!(
+            "{:.1}x baseline's {:.1} MiB",
+            v as f64 / b as f64,
+            b as f64 / 1024.0
+        )),
+        _ => None,
+    };
+    vec![
+        Target {
+            name: "ingest accepted/s at C=64",
+            measured: carry.ingest_rate,
+            unit: "/s",
+            at_least: true,
+            goal: 15_000.0,
+            vs_baseline: ratio(carry.ingest_rate),
+        },
+        Target {
+            name: "ingest rate / baseline rate",
+            measured: carry.ingest_rate.zip(base).map(|(i, b)| i / b * 100.0),
+            unit: "%",
+            at_least: true,
+            goal: 50.0,
+            vs_baseline: None,
+        },
+        Target {
+            name: "ingest p99 latency",
+            measured: carry.ingest_p99_ms,
+            unit: "ms",
+            at_least: false,
+            goal: 25.0,
+            vs_baseline: None,
+        },
+        Target {
+            name: "e2e delivered/s",
+            measured: carry.e2e_rate,
+            unit: "/s",
+            at_least: true,
+            goal: 5_000.0,
+            vs_baseline: ratio(carry.e2e_rate),
+        },
+        Target {
+            name: "e2e-half p99 arrival-send",
+            measured: carry.half_p99_ms,
+            unit: "ms",
+            at_least: false,
+            goal: 250.0,
+            vs_baseline: None,
+        },
+        Target {
+            name: "webhookd RSS under e2e load",
+            measured: mib(carry.load_rss_kib),
+            unit: "MiB",
+            at_least: false,
+            goal: 64.0,
+            vs_baseline: rss_ratio(carry.load_rss_kib),
+        },
+        Target {
+            name: "webhookd RSS idle",
+            measured: mib(carry.idle_rss_kib),
+            unit: "MiB",
+            at_least: false,
+            goal: 24.0,
+            vs_baseline: rss_ratio(carry.idle_rss_kib),
+        },
+    ]
+}
+
+/// Runs `selected` scenarios; Ok(false) when a correctness check failed.
+pub async fn run_all(env: &Env, selected: &[&str], out: &Path) -> Result<bool> {
+    let started = Instant::now();
+    let started_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let load_before = procs::loadavg();
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let nats = nats_version(&env.nats_bin);
+    println!(
+        "webhookd bench ({}): {} cores, load average {load_before}; {}; webhookd {}",
+        if env.quick { "quick" } else { "full" },
+        nproc,
+        nats,
+        env.webhookd_bin.display()
+    );
+    println!(
+        "N={} C={} body {} B, delivery concurrency {}; all traffic on 127.0.0.1",
+        env.sizes.n,
+        env.concurrency,
+        scenarios::BODY_SIZE,
+        env.delivery_concurrency
+    );
+
+    procs::remove_stale_dirs(&env.work_dir, "webhookd-data-");
+    let mut carry = Carry::default();
+    let mut checks: Vec<Check> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
+    for name in selected {
+        let t = Instant::now();
+        eprintln!("bench: {name} ...");
+        let result = match *name {
+            "baseline" => scenarios::baseline(env, &mut carry, &mut checks).await,
+            "ingest" => scenarios::ingest(env, &mut carry, &mut checks).await,
+            "e2e" => scenarios::delivery(env, Kind::EndToEnd, &mut carry, &mut checks).await,
+            "e2e-half" => scenarios::delivery(env, Kind::HalfRate, &mut carry, &mut checks).await,
+            "retries" => scenarios::delivery(env, Kind::Retries, &mut carry, &mut checks).await,
+            "fan-in" => scenarios::delivery(env, Kind::FanIn, &mut carry, &mut checks).await,
+            "slow" => scenarios::delivery(env, Kind::Slow, &mut carry, &mut checks).await,
+            other => Err(anyhow::anyhow!("unknown scenario {other}")),
+        };
+        match result {
+            Ok(row) => {
+                eprintln!(
+                    "bench: {name} done in {:.1}s: {} {}",
+                    t.elapsed().as_secs_f64(),
+                    fmt_opt(row.rate, 0),
+                    row.rate_unit
+                );
+                rows.push(row);
+            }
+            Err(e) => {
+                eprintln!("bench: {name} failed: {e:#}");
+                checks.push(Check {
+                    scenario: name.to_string(),
+                    name: "scenario ran".into(),
+                    ok: false,
+                    detail: format!("{e:#}"),
+                });
+            }
+        }
+    }
+
+    let load_after = procs::loadavg();
+    println!();
+    print_header();
+    for r in &rows {
+        print_row(r);
+    }
+    if carry.load_rss_kib.is_some() {
+        println!(
+            "{:<9} webhookd peak {} MiB under e2e load, {} MiB idle {:.0}s later; \
+             nats-server peak {} MiB, idle {} MiB; baseline server peak {} MiB",
+            "memory",
+            fmt_opt(mib(carry.load_rss_kib), 1),
+            fmt_opt(mib(carry.idle_rss_kib), 1),
+            env.sizes.idle_wait.as_secs_f64(),
+            fmt_opt(mib(carry.nats_load_rss_kib), 1),
+            fmt_opt(mib(carry.nats_idle_rss_kib), 1),
+            fmt_opt(mib(carry.baseline_rss_kib), 1),
+        );
+    }
+
+    println!();
+    println!("CPU seconds while loading and delivering (ms per webhook in brackets):");
+    for r in &rows {
+        let parts: Vec<String> = r
+            .cpu
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.2} ({:.3})", s * 1000.0 / r.n.max(1) as f64))
+            .collect();
+        println!("  {:<9} {}", r.name, parts.join(", "));
+    }
+
+    let targets = targets(&carry);
+    println!();
+    if env.quick {
+        println!("targets: not evaluated in a quick run (small N, debug build); see `just bench`");
+    } else {
+        println!("targets (2 cores shared with the load generator):");
+        for t in &targets {
+            let cmp = if t.at_least { ">=" } else { "<=" };
+            println!(
+                "  {:<30} {:>10} / {cmp} {:<8} {:<4} {}",
+                t.name,
+                format!("{} {}", fmt_opt(t.measured, 1), t.unit),
+                format!("{}", t.goal),
+                match t.met() {
+                    Some(true) => "met",
+                    Some(false) => "MISS",
+                    None => "-",
+                },
+                t.vs_baseline.clone().unwrap_or_default()
+            );
+        }
+    }
+
+    let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
+    println!();
+    println!(
+        "correctness: {} checks, {} failed; load average before {load_before}, after {load_after}; {:.0}s",
+        checks.len(),
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for c in &failed {
+        println!("  FAILED {} / {}: {}", c.scenario, c.name, c.detail);
+    }
+
+    let mut scenarios_json = serde_json::Map::new();
+    for r in &rows {
+        scenarios_json.insert(
+            r.name.clone(),
+            json!({
+                "n": r.n, "c": r.c, "rate": r.rate, "rate_unit": r.rate_unit,
+                "latency_of": r.lat_kind,
+                "p50_ms": r.p50, "p95_ms": r.p95, "p99_ms": r.p99,
+                "errors": r.errors, "lost": r.lost, "duplicates": r.dups,
+                "note": r.note, "details": r.json,
+                "cpu_s": r.cpu.iter().cloned().collect::<std::collections::HashMap<_, _>>(),
+            }),
+        );
+    }
+    let targets_json: Vec<Value> = targets
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name, "measured": t.measured, "unit": t.unit,
+                "goal": t.goal, "at_least": t.at_least, "met": t.met(),
+                "vs_baseline": t.vs_baseline,
+            })
+        })
+        .collect();
+    let checks_json: Vec<Value> = checks
+        .iter()
+        .map(|c| json!({"scenario": c.scenario, "check": c.name, "ok": c.ok, "detail": c.detail}))
+        .collect();
+    let doc = json!({
+        "mode": if env.quick { "quick" } else { "full" },
+        "started_at_unix": started_at,
+        "duration_s": started.elapsed().as_secs_f64(),
+        "machine": {
+            "cores": nproc,
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
+            "nats_server": nats,
+        },
+        "settings": {
+            "sizes": {
+                "n": env.sizes.n,
+                "half_rate_n": env.sizes.half_n,
+                "retries_n": env.sizes.retries_n,
+                "fan_in_subscriptions": env.sizes.fanin_subs,
+                "slow_n": env.sizes.slow_n,
+                "max_load_s": env.sizes.max_load.as_secs_f64(),
+                "max_wait_s": env.sizes.max_wait.as_secs_f64(),
+                "idle_wait_s": env.sizes.idle_wait.as_secs_f64(),
+            },
+            "concurrency": env.concurrency,
+            "delivery_concurrency": env.delivery_concurrency,
+            "body_size": scenarios::BODY_SIZE,
+            "webhookd_bin": env.webhookd_bin,
+            "nats_server_bin": env.nats_bin,
+        },
+        "scenarios": scenarios_json,
+        "memory_mib": {
+            "webhookd_peak_under_load": mib(carry.load_rss_kib),
+            "webhookd_idle": mib(carry.idle_rss_kib),
+            "nats_server_peak_under_load": mib(carry.nats_load_rss_kib),
+            "nats_server_idle": mib(carry.nats_idle_rss_kib),
+            "baseline_peak": mib(carry.baseline_rss_kib),
+        },
+        "targets": targets_json,
+        "checks": checks_json,
+        "passed": failed.is_empty(),
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("results: {}", out.display());
+    Ok(failed.is_empty())
+}

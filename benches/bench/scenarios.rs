@@ -1,0 +1,948 @@
+//! The scenarios: each starts what it needs (fresh webhookd with a fresh
+//! data directory, a fresh receiver), loads it, checks correctness, and
+//! returns its figures. Everything is stopped at the end of each scenario,
+//! also on error (the guards' Drop).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use crate::load::{self, quantile, Conn, LoadResult, LoadSpec};
+use crate::procs::{self, ChildGuard, Peak, Rss, Sampler};
+use crate::servers::{self, Mode, Record};
+
+/// Size of each webhook body.
+pub const BODY_SIZE: usize = 500;
+/// Delay of the slow receiver.
+pub const SLOW_DELAY: Duration = Duration::from_millis(200);
+/// Retry delay in the retries scenario.
+pub const RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// How big each scenario is.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    pub n: usize,
+    pub half_n: usize,
+    pub retries_n: usize,
+    pub fanin_subs: usize,
+    pub slow_n: usize,
+    /// Bound on one load run.
+    pub max_load: Duration,
+    /// Bound on waiting for deliveries.
+    pub max_wait: Duration,
+    /// Waiting with no new delivery for this long ends the wait.
+    pub stall: Duration,
+    /// Wait after the last delivery before reading the idle RSS.
+    pub idle_wait: Duration,
+}
+
+impl Sizes {
+    pub fn new(quick: bool, n: Option<usize>) -> Sizes {
+        let base = if quick {
+            Sizes {
+                n: 2_000,
+                half_n: 1_000,
+                retries_n: 2_000,
+                fanin_subs: 100,
+                slow_n: 600,
+                max_load: Duration::from_secs(60),
+                max_wait: Duration::from_secs(60),
+                stall: Duration::from_secs(20),
+                idle_wait: Duration::from_secs(1),
+            }
+        } else {
+            Sizes {
+                n: 50_000,
+                half_n: 25_000,
+                retries_n: 10_000,
+                fanin_subs: 1_000,
+                slow_n: 8_000,
+                max_load: Duration::from_secs(120),
+                max_wait: Duration::from_secs(180),
+                stall: Duration::from_secs(30),
+                idle_wait: Duration::from_secs(10),
+            }
+        };
+        match n {
+            Some(n) => Sizes {
+                n,
+                half_n: (n / 2).max(1),
+                retries_n: base.retries_n.min(n),
+                fanin_subs: base.fanin_subs.min(n),
+                slow_n: base.slow_n.min(n),
+                ..base
+            },
+            None => base,
+        }
+    }
+}
+
+/// What every scenario needs.
+pub struct Env {
+    pub quick: bool,
+    pub sizes: Sizes,
+    pub concurrency: usize,
+    pub delivery_concurrency: usize,
+    pub self_exe: PathBuf,
+    pub webhookd_bin: PathBuf,
+    pub nats_bin: PathBuf,
+    /// Temporary data directories go here (on the same disk as a real
+    /// deployment's data, not a tmpfs).
+    pub work_dir: PathBuf,
+}
+
+/// One correctness check.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub scenario: String,
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// One line of the results table, and its JSON.
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    pub name: String,
+    pub n: usize,
+    pub c: usize,
+    /// Accepted/s (ingest) or delivered/s (delivery scenarios).
+    pub rate: Option<f64>,
+    pub rate_unit: &'static str,
+    /// Latency percentiles in ms: request latency or arrival − send.
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub lat_kind: &'static str,
+    pub errors: Option<usize>,
+    pub lost: Option<usize>,
+    pub dups: Option<usize>,
+    pub note: String,
+    /// CPU seconds used by each process during the scenario.
+    pub cpu: Vec<(String, f64)>,
+    pub json: Value,
+}
+
+/// Figures later scenarios and the targets need.
+#[derive(Debug, Default, Clone)]
+pub struct Carry {
+    pub baseline_rate: Option<f64>,
+    pub baseline_rss_kib: Option<u64>,
+    pub ingest_rate: Option<f64>,
+    pub ingest_p99_ms: Option<f64>,
+    pub e2e_rate: Option<f64>,
+    pub half_p99_ms: Option<f64>,
+    pub load_rss_kib: Option<u64>,
+    pub idle_rss_kib: Option<u64>,
+    pub nats_load_rss_kib: Option<u64>,
+    pub nats_idle_rss_kib: Option<u64>,
+}
+
+fn ms(us: Option<u64>) -> Option<f64> {
+    us.map(|v| v as f64 / 1000.0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+// ---------------------------------------------------------------- processes
+
+/// The receiver process and a control connection to it.
+struct Receiver {
+    /// Stopped when the receiver is dropped.
+    guard: ChildGuard,
+    addr: SocketAddr,
+    control: Option<Conn>,
+}
+
+impl Receiver {
+    async fn start(env: &Env, mode: Mode, delay: Duration) -> Result<Receiver> {
+        let mut cmd = Command::new(&env.self_exe);
+        cmd.args([
+            "receiver",
+            "--listen",
+            "127.0.0.1:0",
+            "--mode",
+            mode.as_arg(),
+        ])
+        .arg("--delay-ms")
+        .arg(delay.as_millis().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        let mut guard = ChildGuard::spawn("receiver", &mut cmd)?;
+        let addr = guard.read_listen_line(Duration::from_secs(15)).await?;
+        Ok(Receiver {
+            guard,
+            addr,
+            control: None,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    async fn get(&mut self, path: &str) -> Result<bytes::Bytes> {
+        if self.control.is_none() {
+            self.control = Some(Conn::connect(self.addr).await?);
+        }
+        let conn = self.control.as_mut().context("no control connection")?;
+        match conn.get(path).await {
+            Ok((status, body)) if status.is_success() => Ok(body),
+            Ok((status, _)) => bail!("receiver answered {status} to {path}"),
+            Err(e) => {
+                self.control = None;
+                Err(e.context(format!("asking the receiver {path}")))
+            }
+        }
+    }
+
+    /// (arrivals, distinct request numbers delivered).
+    async fn count(&mut self) -> Result<(u64, u64)> {
+        let body = self.get("/_bench/count").await?;
+        let v: Value = serde_json::from_slice(&body)?;
+        Ok((
+            v["arrivals"].as_u64().unwrap_or(0),
+            v["delivered"].as_u64().unwrap_or(0),
+        ))
+    }
+
+    async fn records(&mut self) -> Result<Vec<Record>> {
+        let body = self.get("/_bench/records").await?;
+        servers::parse_records(std::str::from_utf8(&body)?)
+    }
+}
+
+/// A webhookd process with its own data directory and embedded nats-server.
+/// Field order matters: the process is stopped before the directory goes.
+struct Webhookd {
+    guard: ChildGuard,
+    addr: SocketAddr,
+    nats_pid: Option<u32>,
+    log: PathBuf,
+    data: TempDir,
+}
+
+impl Webhookd {
+    async fn start(env: &Env, extra: &[String]) -> Result<Webhookd> {
+        let mut last_error = None;
+        // A port picked free can be taken before webhookd binds it: retry.
+        for _ in 0..3 {
+            match Webhookd::try_start(env, extra).await {
+                Ok(w) => return Ok(w),
+                Err(e) if format!("{e:#}").contains("cannot listen") => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow!("webhookd did not start")))
+    }
+
+    async fn try_start(env: &Env, extra: &[String]) -> Result<Webhookd> {
+        std::fs::create_dir_all(&env.work_dir)
+            .with_context(|| format!("creating {}", env.work_dir.display()))?;
+        let data = tempfile::Builder::new()
+            .prefix("webhookd-data-")
+            .tempdir_in(&env.work_dir)
+            .context("creating a data directory")?;
+        let port = procs::free_port()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log = data.path().join("webhookd.log");
+        let log_file = std::fs::File::create(&log).context("creating webhookd's log")?;
+        let mut cmd = Command::new(&env.webhookd_bin);
+        cmd.arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(data.path())
+            .arg("--nats-server-bin")
+            .arg(&env.nats_bin)
+            .args(["--allow-targets", "127.0.0.0/8", "--log", "warn"])
+            .args(["--shutdown-timeout", "2s"])
+            .arg("--delivery-concurrency")
+            .arg(env.delivery_concurrency.to_string())
+            .args(extra)
+            .env_remove("NATS_URL")
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        let guard = ChildGuard::spawn("webhookd", &mut cmd)?;
+        let mut w = Webhookd {
+            guard,
+            addr,
+            nats_pid: None,
+            log,
+            data,
+        };
+        w.wait_ready(Duration::from_secs(30)).await?;
+        let marker = w.data.path().to_string_lossy().into_owned();
+        w.nats_pid = procs::find_child(w.guard.pid(), &marker);
+        if let Some(pid) = w.nats_pid {
+            w.guard.add_follower(pid, &marker);
+        } else {
+            eprintln!(
+                "bench: warning: webhookd's nats-server child not found; its RSS is not measured"
+            );
+        }
+        Ok(w)
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> Result<()> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.guard.exited() {
+                bail!(
+                    "webhookd exited ({status}) before it was ready:\n{}",
+                    procs::tail(&self.log, 20)
+                );
+            }
+            if let Ok(mut conn) = Conn::connect(self.addr).await {
+                if let Ok((status, _)) = conn.get("/readyz").await {
+                    if status.is_success() {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > until {
+                bail!(
+                    "webhookd not ready within {limit:?}:\n{}",
+                    procs::tail(&self.log, 20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn alive(&mut self) -> Result<()> {
+        match self.guard.exited() {
+            Some(status) => bail!(
+                "webhookd exited during the run ({status}):\n{}",
+                procs::tail(&self.log, 20)
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates `count` subscriptions to `target`/hook/<k>; returns their ids.
+    async fn subscribe(&self, target: SocketAddr, count: usize) -> Result<Vec<String>> {
+        let mut conn = Conn::connect(self.addr).await?;
+        let mut ids = Vec::with_capacity(count);
+        for k in 0..count {
+            let body = json!({"target_url": format!("http://{target}/hook/{k}")}).to_string();
+            let (status, answer) = conn.post_json("/subscriptions", body).await?;
+            if status.as_u16() != 201 {
+                bail!(
+                    "creating a subscription: {status} {}",
+                    String::from_utf8_lossy(&answer)
+                );
+            }
+            let v: Value = serde_json::from_slice(&answer)?;
+            let id = v["id"]
+                .as_str()
+                .ok_or_else(|| anyhow!("no id in {v}"))?
+                .to_string();
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    fn procs(&self) -> Vec<(String, u32)> {
+        let mut p = vec![("webhookd".to_string(), self.guard.pid())];
+        if let Some(pid) = self.nats_pid {
+            p.push(("nats-server".to_string(), pid));
+        }
+        p
+    }
+
+    /// SIGTERM and wait for the graceful stop (flushes the attempt writer).
+    /// Returns whether it exited cleanly.
+    fn stop(&mut self) -> bool {
+        matches!(self.guard.stop(Duration::from_secs(15)), Some(s) if s.success())
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.data.path().join("webhookd.db")
+    }
+}
+
+// ------------------------------------------------------------------ helpers
+
+fn load_spec(env: &Env, tag: &str, n: usize, rate: Option<f64>) -> LoadSpec {
+    LoadSpec {
+        n,
+        concurrency: env.concurrency,
+        rate,
+        max_time: env.sizes.max_load,
+        tag: tag.to_string(),
+        body_size: BODY_SIZE,
+    }
+}
+
+fn ingest_paths(subs: &[String]) -> Arc<Vec<String>> {
+    Arc::new(subs.iter().map(|s| format!("/ingest/{s}")).collect())
+}
+
+fn load_checks(scenario: &str, load: &LoadResult, checks: &mut Vec<Check>) {
+    checks.push(Check {
+        scenario: scenario.to_string(),
+        name: "no ingest errors".into(),
+        ok: load.errors() == 0,
+        detail: format!(
+            "{} of {} not accepted (statuses {:?}, transport errors {}){}",
+            load.errors(),
+            load.attempted,
+            load.statuses,
+            load.transport_errors,
+            if load.error_samples.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", load.error_samples.join("; "))
+            }
+        ),
+    });
+    checks.push(Check {
+        scenario: scenario.to_string(),
+        name: "all requests sent in time".into(),
+        ok: !load.timed_out,
+        detail: format!("{} of {} sent", load.attempted, load.accepted_seq.len()),
+    });
+}
+
+fn load_json(load: &LoadResult) -> Value {
+    let l = &load.latencies_us;
+    json!({
+        "attempted": load.attempted,
+        "accepted": load.accepted,
+        "errors": load.errors(),
+        "transport_errors": load.transport_errors,
+        "statuses": load.statuses,
+        "error_samples": load.error_samples,
+        "elapsed_s": load.elapsed.as_secs_f64(),
+        "accepted_per_s": load.accepted_per_s(),
+        "latency_ms": {
+            "p50": ms(quantile(l, 0.50)), "p95": ms(quantile(l, 0.95)),
+            "p99": ms(quantile(l, 0.99)), "max": ms(l.last().copied()),
+        },
+        "timed_out": load.timed_out,
+    })
+}
+
+/// The bench's own process: the load generator (and the orchestration,
+/// which is idle while loading).
+fn generator() -> (String, u32) {
+    ("generator".to_string(), std::process::id())
+}
+
+fn cpu_of(peaks: &HashMap<String, Peak>, procs: &[(String, u32)]) -> Vec<(String, f64)> {
+    procs
+        .iter()
+        .filter_map(|(name, _)| Some((name.clone(), peaks.get(name)?.cpu_s)))
+        .collect()
+}
+
+fn peaks_json(peaks: &HashMap<String, Peak>) -> Value {
+    let mut m = serde_json::Map::new();
+    for (name, p) in peaks {
+        m.insert(
+            name.clone(),
+            json!({
+                "max_rss_mib": mib(p.max_rss_kib),
+                "hwm_mib": mib(p.hwm_kib),
+                "samples": p.samples,
+                "cpu_s": p.cpu_s,
+            }),
+        );
+    }
+    Value::Object(m)
+}
+
+/// Waits until the receiver has `expected` distinct deliveries, or no new
+/// one came for `stall`, or `max_wait` passed. Returns whether complete.
+async fn wait_delivered(
+    env: &Env,
+    wh: &mut Webhookd,
+    rx: &mut Receiver,
+    expected: usize,
+) -> Result<bool> {
+    let started = Instant::now();
+    let mut last_seen = (0, Instant::now());
+    loop {
+        wh.alive()?;
+        let (arrivals, delivered) = rx.count().await?;
+        if delivered as usize >= expected {
+            return Ok(true);
+        }
+        if arrivals != last_seen.0 {
+            last_seen = (arrivals, Instant::now());
+        }
+        if last_seen.1.elapsed() > env.sizes.stall || started.elapsed() > env.sizes.max_wait {
+            eprintln!(
+                "bench: gave up waiting: {delivered} of {expected} delivered after {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the receiver saw, against what was accepted.
+#[derive(Debug, Default)]
+struct Delivery {
+    accepted: usize,
+    delivered: usize,
+    lost: usize,
+    duplicates: usize,
+    non_200: usize,
+    unexpected: usize,
+    id_mismatch: usize,
+    last_arrival_us: u64,
+    window_s: f64,
+    delivered_per_s: f64,
+    /// arrival − send of each webhook's delivering attempt, µs, sorted.
+    lat_us: Vec<u64>,
+    /// Retries scenario: webhooks seen exactly as 500 then 200.
+    fail_then_ok: usize,
+    /// Gaps between first and second attempt, µs, sorted.
+    gaps_us: Vec<u64>,
+}
+
+fn analyze(load: &LoadResult, records: &[Record]) -> Delivery {
+    let mut d = Delivery {
+        accepted: load.accepted,
+        ..Delivery::default()
+    };
+    let by_seq = servers::by_seq(records);
+    for (seq, list) in &by_seq {
+        let accepted = usize::try_from(*seq)
+            .ok()
+            .and_then(|s| load.accepted_seq.get(s).copied())
+            .unwrap_or(false);
+        if !accepted {
+            d.unexpected += list.len();
+            continue;
+        }
+        let oks: Vec<&&Record> = list.iter().filter(|r| r.status == 200).collect();
+        d.non_200 += list.len() - oks.len();
+        if let Some(first) = oks.first() {
+            d.delivered += 1;
+            d.duplicates += oks.len() - 1;
+            d.last_arrival_us = d.last_arrival_us.max(first.arrival_us);
+            d.lat_us
+                .push(first.arrival_us.saturating_sub(first.sent_us));
+        }
+        if list.iter().any(|r| r.webhook_id != list[0].webhook_id) {
+            d.id_mismatch += 1;
+        }
+        if list.len() == 2 && list[0].status == 500 && list[1].status == 200 {
+            d.fail_then_ok += 1;
+            d.gaps_us
+                .push(list[1].arrival_us.saturating_sub(list[0].arrival_us));
+        }
+    }
+    d.lost = d.accepted - d.delivered;
+    d.window_s = d.last_arrival_us.saturating_sub(load.first_send_us) as f64 / 1e6;
+    d.delivered_per_s = d.delivered as f64 / d.window_s.max(1e-9);
+    d.lat_us.sort_unstable();
+    d.gaps_us.sort_unstable();
+    d
+}
+
+fn delivery_json(d: &Delivery) -> Value {
+    let l = &d.lat_us;
+    json!({
+        "accepted": d.accepted,
+        "delivered": d.delivered,
+        "lost": d.lost,
+        "duplicates": d.duplicates,
+        "non_200_answers": d.non_200,
+        "unexpected_arrivals": d.unexpected,
+        "webhook_id_mismatches": d.id_mismatch,
+        "first_post_to_last_arrival_s": d.window_s,
+        "delivered_per_s": d.delivered_per_s,
+        "arrival_minus_send_ms": {
+            "p50": ms(quantile(l, 0.50)), "p95": ms(quantile(l, 0.95)),
+            "p99": ms(quantile(l, 0.99)), "max": ms(l.last().copied()),
+        },
+    })
+}
+
+/// Attempt-log figures read from the SQLite file after webhookd stopped.
+#[derive(Debug, Default)]
+struct DbCounts {
+    rows: i64,
+    webhooks_attempted: i64,
+    webhooks_not_two_rows: i64,
+    outcomes: HashMap<String, i64>,
+    statuses: HashMap<String, i64>,
+}
+
+fn read_db(path: &Path) -> Result<DbCounts> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {}", path.display()))?;
+    let one = |sql: &str| -> Result<i64> {
+        conn.query_row(sql, [], |r| r.get(0))
+            .with_context(|| format!("running {sql}"))
+    };
+    let groups = |sql: &str| -> Result<HashMap<String, i64>> {
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<HashMap<_, _>>>()?)
+    };
+    Ok(DbCounts {
+        rows: one("SELECT count(*) FROM delivery_attempts")?,
+        webhooks_attempted: one("SELECT count(DISTINCT webhook_id) FROM delivery_attempts")?,
+        webhooks_not_two_rows: one(
+            "SELECT count(*) FROM (SELECT webhook_id FROM delivery_attempts
+             GROUP BY webhook_id HAVING count(*) != 2)",
+        )?,
+        outcomes: groups("SELECT outcome, count(*) FROM delivery_attempts GROUP BY outcome")?,
+        statuses: groups("SELECT status, count(*) FROM webhooks GROUP BY status")?,
+    })
+}
+
+// ---------------------------------------------------------------- scenarios
+
+/// The bare baseline: a minimal hyper server answering 202, loaded like
+/// webhookd.
+pub async fn baseline(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Result<Row> {
+    let mut cmd = Command::new(&env.self_exe);
+    cmd.args(["baseline", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut guard = ChildGuard::spawn("baseline", &mut cmd)?;
+    let addr = guard.read_listen_line(Duration::from_secs(15)).await?;
+    let procs = vec![("baseline".to_string(), guard.pid()), generator()];
+    let sampler = Sampler::start(procs.clone());
+    let paths = Arc::new(vec![
+        "/ingest/01a226b1-c139-7356-95c3-dfee749c1717".to_string()
+    ]);
+    let load = load::run(addr, paths, &load_spec(env, "baseline", env.sizes.n, None)).await?;
+    let peaks = sampler.finish(&procs).await;
+    guard.stop(Duration::from_secs(5));
+    load_checks("baseline", &load, checks);
+    let rate = load.accepted_per_s();
+    carry.baseline_rate = Some(rate);
+    carry.baseline_rss_kib = peaks.get("baseline").map(|p| p.max_rss_kib);
+    let l = &load.latencies_us;
+    Ok(Row {
+        name: "baseline".into(),
+        n: env.sizes.n,
+        c: env.concurrency,
+        rate: Some(rate),
+        rate_unit: "acc/s",
+        p50: ms(quantile(l, 0.5)),
+        p95: ms(quantile(l, 0.95)),
+        p99: ms(quantile(l, 0.99)),
+        lat_kind: "request",
+        errors: Some(load.errors()),
+        note: "bare hyper server answering 202".into(),
+        cpu: cpu_of(&peaks, &procs),
+        json: json!({"load": load_json(&load), "rss": peaks_json(&peaks)}),
+        ..Row::default()
+    })
+}
+
+/// Ingest alone: the receiver holds every delivery (answers after 60 s), so
+/// after the first 256 deliveries start, webhookd's CPU goes to ingest only.
+pub async fn ingest(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Result<Row> {
+    let hold = env.sizes.max_load.min(Duration::from_secs(60));
+    let rx = Receiver::start(env, Mode::Delay, hold).await?;
+    let mut wh = Webhookd::start(env, &[]).await?;
+    let subs = wh.subscribe(rx.addr, 1).await?;
+    let mut procs = wh.procs();
+    procs.push(("receiver".to_string(), rx.pid()));
+    procs.push(generator());
+    let sampler = Sampler::start(procs.clone());
+    let spec = load_spec(env, "ingest", env.sizes.n, None);
+    let load = load::run(wh.addr, ingest_paths(&subs), &spec).await?;
+    let peaks = sampler.finish(&procs).await;
+    wh.alive()?;
+    drop(rx); // held deliveries fail now; webhookd stops without waiting for them
+    let clean = wh.stop();
+    load_checks("ingest", &load, checks);
+    let rate = load.accepted_per_s();
+    let l = &load.latencies_us;
+    carry.ingest_rate = Some(rate);
+    carry.ingest_p99_ms = ms(quantile(l, 0.99));
+    let ratio = carry.baseline_rate.map(|b| rate / b);
+    Ok(Row {
+        name: "ingest".into(),
+        n: env.sizes.n,
+        c: env.concurrency,
+        rate: Some(rate),
+        rate_unit: "acc/s",
+        p50: ms(quantile(l, 0.5)),
+        p95: ms(quantile(l, 0.95)),
+        p99: ms(quantile(l, 0.99)),
+        lat_kind: "request",
+        errors: Some(load.errors()),
+        note: match ratio {
+            Some(r) => format!("{:.0}% of baseline; deliveries held", r * 100.0),
+            None => "deliveries held".into(),
+        },
+        cpu: cpu_of(&peaks, &procs),
+        json: json!({
+            "load": load_json(&load),
+            "ratio_to_baseline": ratio,
+            "rss": peaks_json(&peaks),
+            "clean_exit": clean,
+        }),
+        ..Row::default()
+    })
+}
+
+/// Which delivery scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    EndToEnd,
+    HalfRate,
+    Retries,
+    FanIn,
+    Slow,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::EndToEnd => "e2e",
+            Kind::HalfRate => "e2e-half",
+            Kind::Retries => "retries",
+            Kind::FanIn => "fan-in",
+            Kind::Slow => "slow",
+        }
+    }
+}
+
+/// A delivery scenario: post, wait for the receiver to see every accepted
+/// webhook, analyse, stop webhookd gracefully, read its attempt log.
+pub async fn delivery(
+    env: &Env,
+    kind: Kind,
+    carry: &mut Carry,
+    checks: &mut Vec<Check>,
+) -> Result<Row> {
+    let name = kind.name();
+    let s = &env.sizes;
+    let (n, subs_count, mode, rate) = match kind {
+        Kind::EndToEnd => (s.n, 1, Mode::Ok, None),
+        Kind::HalfRate => {
+            let max = carry
+                .e2e_rate
+                .ok_or_else(|| anyhow!("e2e-half needs the e2e scenario's rate"))?;
+            (s.half_n, 1, Mode::Ok, Some((max / 2.0).max(1.0)))
+        }
+        Kind::Retries => (s.retries_n, 1, Mode::FailFirst, None),
+        Kind::FanIn => (s.n, s.fanin_subs, Mode::Ok, None),
+        Kind::Slow => (s.slow_n, 1, Mode::Delay, None),
+    };
+    let mut extra = Vec::new();
+    if kind == Kind::Retries {
+        extra.push("--retry-schedule".to_string());
+        extra.push(format!("{}ms", RETRY_DELAY.as_millis()));
+    }
+    let mut rx = Receiver::start(env, mode, SLOW_DELAY).await?;
+    let mut wh = Webhookd::start(env, &extra).await?;
+    let subs = wh.subscribe(rx.addr, subs_count).await?;
+    let mut procs = wh.procs();
+    procs.push(("receiver".to_string(), rx.pid()));
+    procs.push(generator());
+    let sampler = Sampler::start(procs.clone());
+    let load = load::run(wh.addr, ingest_paths(&subs), &load_spec(env, name, n, rate)).await?;
+    let complete = wait_delivered(env, &mut wh, &mut rx, load.accepted).await?;
+    let peaks = sampler.finish(&procs).await;
+    let mut idle: HashMap<String, Rss> = HashMap::new();
+    if kind == Kind::EndToEnd {
+        tokio::time::sleep(s.idle_wait).await;
+        for (pname, pid) in wh.procs() {
+            if let Some(r) = procs::rss(pid) {
+                idle.insert(pname, r);
+            }
+        }
+    }
+    let records = rx.records().await?;
+    wh.alive()?;
+    let clean = wh.stop();
+    drop(rx);
+    let db = read_db(&wh.db_path());
+    let d = analyze(&load, &records);
+
+    load_checks(name, &load, checks);
+    checks.push(Check {
+        scenario: name.into(),
+        name: "0 lost".into(),
+        ok: complete && d.lost == 0,
+        detail: format!("{} of {} accepted delivered", d.delivered, d.accepted),
+    });
+    checks.push(Check {
+        scenario: name.into(),
+        name: "one webhook-id per webhook".into(),
+        ok: d.id_mismatch == 0 && d.unexpected == 0,
+        detail: format!(
+            "{} with differing webhook-ids, {} arrivals not sent by this run",
+            d.id_mismatch, d.unexpected
+        ),
+    });
+    let mut db_json = Value::Null;
+    match &db {
+        Ok(c) => {
+            db_json = json!({
+                "attempt_rows": c.rows,
+                "webhooks_attempted": c.webhooks_attempted,
+                "webhooks_without_two_rows": c.webhooks_not_two_rows,
+                "outcomes": c.outcomes,
+                "webhook_statuses": c.statuses,
+            });
+        }
+        Err(e) => checks.push(Check {
+            scenario: name.into(),
+            name: "attempt log readable".into(),
+            ok: false,
+            detail: format!("{e:#}"),
+        }),
+    }
+    let note;
+    let extra_json;
+    match kind {
+        Kind::EndToEnd => {
+            carry.e2e_rate = Some(d.delivered_per_s);
+            carry.load_rss_kib = peaks.get("webhookd").map(|p| p.max_rss_kib);
+            carry.nats_load_rss_kib = peaks.get("nats-server").map(|p| p.max_rss_kib);
+            carry.idle_rss_kib = idle.get("webhookd").map(|r| r.rss_kib);
+            carry.nats_idle_rss_kib = idle.get("nats-server").map(|r| r.rss_kib);
+            note = format!(
+                "first post to last arrival {:.1} s; ingest {:.0} acc/s (p99 {:.1} ms) meanwhile",
+                d.window_s,
+                load.accepted_per_s(),
+                ms(quantile(&load.latencies_us, 0.99)).unwrap_or(f64::NAN)
+            );
+            let idle_json: HashMap<&String, Value> = idle
+                .iter()
+                .map(|(k, r)| {
+                    (
+                        k,
+                        json!({"rss_mib": mib(r.rss_kib), "hwm_mib": mib(r.hwm_kib)}),
+                    )
+                })
+                .collect();
+            extra_json = json!({"idle_after_s": s.idle_wait.as_secs_f64(), "idle_rss": idle_json});
+        }
+        Kind::HalfRate => {
+            carry.half_p99_ms = ms(quantile(&d.lat_us, 0.99));
+            note = format!(
+                "target rate {:.0}/s (half of e2e); sent at {:.0}/s",
+                rate.unwrap_or(0.0),
+                load.accepted_per_s()
+            );
+            extra_json = json!({"target_rate": rate});
+        }
+        Kind::Retries => {
+            let rows = db.as_ref().map(|c| c.rows).unwrap_or(-1);
+            let outcome = |o: &str| {
+                db.as_ref()
+                    .ok()
+                    .and_then(|c| c.outcomes.get(o).copied())
+                    .unwrap_or(0)
+            };
+            let not_two = db.as_ref().map(|c| c.webhooks_not_two_rows).unwrap_or(-1);
+            let acc = d.accepted as i64;
+            checks.push(Check {
+                scenario: name.into(),
+                name: "2 attempt rows per webhook".into(),
+                ok: rows == 2 * acc
+                    && not_two == 0
+                    && outcome("failed_attempt") == acc
+                    && outcome("success") == acc,
+                detail: format!(
+                    "{rows} rows for {acc} webhooks, {not_two} webhooks without exactly 2, \
+                     failed_attempt {}, success {}",
+                    outcome("failed_attempt"),
+                    outcome("success")
+                ),
+            });
+            let min_gap = d.gaps_us.first().copied();
+            let floor = RETRY_DELAY.as_micros() as u64 * 9 / 10;
+            checks.push(Check {
+                scenario: name.into(),
+                name: "each delivered once, after its retry".into(),
+                ok: d.fail_then_ok == d.accepted && min_gap.is_some_and(|g| g >= floor),
+                detail: format!(
+                    "{} of {} seen as 500 then 200; retry gap min {:.1} ms, p50 {:.1} ms \
+                     (schedule {} ms)",
+                    d.fail_then_ok,
+                    d.accepted,
+                    ms(min_gap).unwrap_or(f64::NAN),
+                    ms(quantile(&d.gaps_us, 0.5)).unwrap_or(f64::NAN),
+                    RETRY_DELAY.as_millis()
+                ),
+            });
+            note = format!(
+                "{rows} attempt rows ({:.2}/webhook); retry gap p50 {:.0} ms",
+                rows as f64 / acc.max(1) as f64,
+                ms(quantile(&d.gaps_us, 0.5)).unwrap_or(f64::NAN)
+            );
+            extra_json = json!({
+                "retry_schedule_ms": RETRY_DELAY.as_millis() as u64,
+                "fail_then_ok": d.fail_then_ok,
+                "retry_gap_ms": {"min": ms(min_gap), "p50": ms(quantile(&d.gaps_us, 0.5)),
+                                 "max": ms(d.gaps_us.last().copied())},
+            });
+        }
+        Kind::FanIn => {
+            note = format!(
+                "{} subscriptions; first post to last arrival {:.1} s",
+                subs.len(),
+                d.window_s
+            );
+            extra_json = json!({"subscriptions": subs.len()});
+        }
+        Kind::Slow => {
+            let bound = env.delivery_concurrency as f64 / SLOW_DELAY.as_secs_f64();
+            note = format!(
+                "bound {:.0}/s = {} in flight / {} ms: {:.0}% of it",
+                bound,
+                env.delivery_concurrency,
+                SLOW_DELAY.as_millis(),
+                d.delivered_per_s / bound * 100.0
+            );
+            extra_json = json!({
+                "receiver_delay_ms": SLOW_DELAY.as_millis() as u64,
+                "delivery_concurrency": env.delivery_concurrency,
+                "theoretical_bound_per_s": bound,
+                "fraction_of_bound": d.delivered_per_s / bound,
+            });
+        }
+    }
+    Ok(Row {
+        name: name.into(),
+        n,
+        c: env.concurrency,
+        rate: Some(d.delivered_per_s),
+        rate_unit: "dlv/s",
+        p50: ms(quantile(&d.lat_us, 0.5)),
+        p95: ms(quantile(&d.lat_us, 0.95)),
+        p99: ms(quantile(&d.lat_us, 0.99)),
+        lat_kind: "arrival-send",
+        errors: Some(load.errors()),
+        lost: Some(d.lost),
+        dups: Some(d.duplicates),
+        note,
+        cpu: cpu_of(&peaks, &procs),
+        json: json!({
+            "load": load_json(&load),
+            "delivery": delivery_json(&d),
+            "attempt_log": db_json,
+            "rss_under_load": peaks_json(&peaks),
+            "clean_exit": clean,
+            "details": extra_json,
+        }),
+    })
+}

@@ -1,0 +1,334 @@
+//! The two servers the benchmark re-executes itself as (`bench baseline`,
+//! `bench receiver`), each a separate process so its CPU use, scheduling
+//! and memory are its own, as the real parts would be.
+//!
+//! Both print `LISTENING <addr>` as their first stdout line and then serve
+//! until they are stopped, their parent dies (PDEATHSIG) or their maximum
+//! lifetime passes.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::load::now_us;
+use crate::procs::ensure_loopback;
+
+/// webhookd's answer to an accepted webhook, byte for byte in size.
+const ACCEPTED: &[u8] =
+    br#"{"webhook_id":"01a226b1-c2b5-7240-b8dc-104044c2f89a","status":"pending","duplicate":false}"#;
+
+/// `bench baseline`: what this machine can do at all.
+#[derive(Debug, clap::Args)]
+pub struct BaselineArgs {
+    /// Loopback address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// The process ends by itself after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub max_lifetime_s: u64,
+}
+
+/// `bench receiver`: the webhooks' target.
+#[derive(Debug, clap::Args)]
+pub struct ReceiverArgs {
+    /// Loopback address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// How to answer deliveries.
+    #[arg(long, value_enum, default_value_t = Mode::Ok)]
+    pub mode: Mode,
+    /// Answer delay in `delay` mode, milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub delay_ms: u64,
+    /// The process ends by itself after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub max_lifetime_s: u64,
+}
+
+/// How the receiver answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// 200 at once.
+    Ok,
+    /// 500 to the first delivery of each webhook-id, 200 afterwards.
+    FailFirst,
+    /// 200 after `--delay-ms`.
+    Delay,
+}
+
+impl Mode {
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            Mode::Ok => "ok",
+            Mode::FailFirst => "fail-first",
+            Mode::Delay => "delay",
+        }
+    }
+}
+
+/// Binds, announces the address, and serves `handler` on every connection.
+fn serve<F, Fut>(
+    listen: SocketAddr,
+    multi_thread: bool,
+    max_lifetime: Duration,
+    handler: F,
+) -> Result<()>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    ensure_loopback(listen)?;
+    let rt = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    }
+    .enable_all()
+    .build()
+    .context("starting the runtime")?;
+    rt.block_on(async move {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let mut out = std::io::stdout();
+        writeln!(out, "LISTENING {}", listener.local_addr()?)?;
+        out.flush()?;
+        let accept = async {
+            loop {
+                let (stream, _) = match listener.accept().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("bench server: accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let handler = handler.clone();
+                        async move { Ok::<_, Infallible>(handler(req).await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        };
+        tokio::select! {
+            () = accept => {}
+            () = tokio::time::sleep(max_lifetime) => {
+                eprintln!("bench server: maximum lifetime reached; exiting");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs the bare baseline: read the body, answer 202 with a body the size of
+/// webhookd's. Multi-threaded like webhookd's runtime.
+pub fn baseline(args: BaselineArgs) -> Result<()> {
+    serve(
+        args.listen,
+        true,
+        Duration::from_secs(args.max_lifetime_s),
+        |req: Request<Incoming>| async move {
+            let _ = req.into_body().collect().await;
+            let mut resp = Response::new(Full::new(Bytes::from_static(ACCEPTED)));
+            *resp.status_mut() = StatusCode::ACCEPTED;
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                "application/json".parse().expect("static header"),
+            );
+            resp
+        },
+    )
+}
+
+/// One delivery seen by the receiver.
+struct Arrival {
+    seq: i64,
+    sent_us: u64,
+    arrival_us: u64,
+    status: u16,
+    webhook_id: String,
+}
+
+#[derive(Default)]
+struct Recorded {
+    arrivals: Vec<Arrival>,
+    /// webhook-ids answered at least once (fail-first mode).
+    seen: HashSet<String>,
+    /// Request numbers answered 200.
+    delivered: HashSet<i64>,
+}
+
+#[derive(serde::Deserialize)]
+struct Probe {
+    seq: Option<i64>,
+    sent_us: Option<u64>,
+}
+
+/// Runs the receiver: records every delivery's `webhook-id`, the `seq` and
+/// `sent_us` of its body and its arrival time, and answers per `--mode`.
+/// Single-threaded: it needs little CPU and leaves the rest to webhookd.
+///
+/// Control paths: `GET /_bench/count` (JSON counts), `GET /_bench/records`
+/// (one line per arrival: seq sent_us arrival_us status webhook_id).
+pub fn receiver(args: ReceiverArgs) -> Result<()> {
+    let state: Arc<Mutex<Recorded>> = Arc::default();
+    let mode = args.mode;
+    let delay = Duration::from_millis(args.delay_ms);
+    serve(
+        args.listen,
+        false,
+        Duration::from_secs(args.max_lifetime_s),
+        move |req: Request<Incoming>| {
+            let state = state.clone();
+            async move {
+                let arrival_us = now_us();
+                if req.uri().path().starts_with("/_bench/") {
+                    return control(&state, req.uri().path());
+                }
+                let webhook_id = req
+                    .headers()
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_string();
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let probe = serde_json::from_slice::<Probe>(&body).ok();
+                let seq = probe.as_ref().and_then(|p| p.seq).unwrap_or(-1);
+                let sent_us = probe.as_ref().and_then(|p| p.sent_us).unwrap_or(0);
+                let status = match mode {
+                    Mode::Ok => StatusCode::OK,
+                    Mode::Delay => {
+                        tokio::time::sleep(delay).await;
+                        StatusCode::OK
+                    }
+                    Mode::FailFirst => {
+                        let first = state
+                            .lock()
+                            .map(|mut s| s.seen.insert(webhook_id.clone()))
+                            .unwrap_or(false);
+                        if first {
+                            StatusCode::INTERNAL_SERVER_ERROR
+                        } else {
+                            StatusCode::OK
+                        }
+                    }
+                };
+                if let Ok(mut s) = state.lock() {
+                    if status == StatusCode::OK {
+                        s.delivered.insert(seq);
+                    }
+                    s.arrivals.push(Arrival {
+                        seq,
+                        sent_us,
+                        arrival_us,
+                        status: status.as_u16(),
+                        webhook_id,
+                    });
+                }
+                let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
+                *resp.status_mut() = status;
+                resp
+            }
+        },
+    )
+}
+
+fn control(state: &Mutex<Recorded>, path: &str) -> Response<Full<Bytes>> {
+    let Ok(s) = state.lock() else {
+        return Response::new(Full::new(Bytes::from_static(b"poisoned")));
+    };
+    let body = match path {
+        "/_bench/count" => {
+            let last = s.arrivals.iter().map(|a| a.arrival_us).max().unwrap_or(0);
+            serde_json::json!({
+                "arrivals": s.arrivals.len(),
+                "delivered": s.delivered.len(),
+                "last_arrival_us": last,
+            })
+            .to_string()
+        }
+        "/_bench/records" => {
+            let mut text = String::with_capacity(s.arrivals.len() * 72);
+            for a in &s.arrivals {
+                let _ = writeln!(
+                    text,
+                    "{} {} {} {} {}",
+                    a.seq, a.sent_us, a.arrival_us, a.status, a.webhook_id
+                );
+            }
+            text
+        }
+        _ => {
+            let mut resp = Response::new(Full::new(Bytes::from_static(b"unknown")));
+            *resp.status_mut() = StatusCode::NOT_FOUND;
+            return resp;
+        }
+    };
+    Response::new(Full::new(Bytes::from(body)))
+}
+
+/// One line of `/_bench/records`.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub seq: i64,
+    pub sent_us: u64,
+    pub arrival_us: u64,
+    pub status: u16,
+    pub webhook_id: String,
+}
+
+pub fn parse_records(text: &str) -> Result<Vec<Record>> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let mut f = line.split(' ');
+            let mut next = || f.next().context("short record line");
+            Ok(Record {
+                seq: next()?.parse()?,
+                sent_us: next()?.parse()?,
+                arrival_us: next()?.parse()?,
+                status: next()?.parse()?,
+                webhook_id: next()?.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .context("parsing the receiver's records")
+}
+
+/// Groups records by request number.
+pub fn by_seq(records: &[Record]) -> HashMap<i64, Vec<&Record>> {
+    let mut map: HashMap<i64, Vec<&Record>> = HashMap::new();
+    for r in records {
+        map.entry(r.seq).or_default().push(r);
+    }
+    for list in map.values_mut() {
+        list.sort_by_key(|r| r.arrival_us);
+    }
+    map
+}
