@@ -11,6 +11,7 @@ test:
     scripts/install-test-tools
     NATS_SERVER_BIN="$(scripts/install-nats-server)" cargo test --workspace --lib --bins --tests --examples
     if [ "$(id -u)" = 0 ]; then deploy/check-container; else deploy/check-container --static-only; fi
+    just bench-quick
 
 # Install nats-server if missing and print its path
 install-nats:
