@@ -67,6 +67,9 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// How long a statement waits for SQLite's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Pragmas every connection runs: WAL for concurrent readers, NORMAL sync
 /// (durable at checkpoints, safe against corruption), a busy timeout instead
 /// of immediate SQLITE_BUSY, and foreign keys enforced.
@@ -138,8 +141,12 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.call(|c| {
             c.query_row("SELECT count(*) FROM schema_version", [], |_| Ok(()))?;
-            c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
-            Ok(())
+            // Give up within the probe's own deadline (2 s) instead of
+            // holding a pooled connection for the full busy timeout.
+            c.busy_timeout(Duration::from_millis(1500))?;
+            let locked = c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
+            c.busy_timeout(BUSY_TIMEOUT)?;
+            Ok(locked?)
         })
         .await
     }

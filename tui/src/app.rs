@@ -33,6 +33,9 @@ pub const METRICS_EVERY_TICKS: u64 = 2;
 /// Extra live-tail polls allowed per tick when pages come back full, so a
 /// backlog is caught up quickly without turning into a busy loop.
 pub const LIVE_CATCHUP_PER_TICK: u8 = 4;
+/// Ticks (seconds) between reloads of the subscription list while it is on
+/// screen (new subscriptions and success rates show up by themselves).
+pub const LIST_EVERY_TICKS: u64 = 5;
 /// Ticks a flash message stays in the footer.
 pub const FLASH_TICKS: u8 = 5;
 
@@ -730,7 +733,11 @@ impl App {
             self.inflight.metrics = true;
             fx.push(Effect::ScrapeMetrics);
         }
-        if !self.subs.loaded && !self.subs.loading && self.ticks % 2 == 0 {
+        let stale = !self.subs.loaded && self.ticks % 2 == 0;
+        let on_screen = self.subs.loaded
+            && self.screen() == Screen::Subscriptions
+            && self.ticks % LIST_EVERY_TICKS == 0;
+        if !self.subs.loading && (stale || on_screen) {
             fx.push(self.load_subscriptions());
         }
         fx.extend(self.poll_live());
@@ -1545,6 +1552,27 @@ mod tests {
         // Nothing answered yet: a tick must not pile up the same requests.
         let fx = app.update(Action::Tick { now: t0() });
         assert!(fx.is_empty(), "{fx:?}");
+    }
+
+    #[test]
+    fn the_list_on_screen_reloads_itself() {
+        let mut app = App::new("http://x");
+        app.update(Action::Init);
+        let s = sub(1, "https://a.example/hook", None);
+        app.update(Action::SubscriptionsLoaded(Ok(vec![s])));
+        let reloads = (0..LIST_EVERY_TICKS)
+            .flat_map(|_| app.update(Action::Tick { now: t0() }))
+            .filter(|e| *e == Effect::LoadSubscriptions)
+            .count();
+        assert_eq!(reloads, 1, "one reload per {LIST_EVERY_TICKS} ticks");
+        // Not while the live tail is on screen.
+        app.update(Action::SubscriptionsLoaded(Ok(vec![])));
+        app.update(key(KeyCode::Char('2')));
+        let reloads = (0..LIST_EVERY_TICKS)
+            .flat_map(|_| app.update(Action::Tick { now: t0() }))
+            .filter(|e| *e == Effect::LoadSubscriptions)
+            .count();
+        assert_eq!(reloads, 0);
     }
 
     #[test]
