@@ -35,6 +35,12 @@ use crate::store::writer::{AttemptWrite, WebhookMeta, Write, Writer};
 /// logged or its subscription could not be read (SQLite trouble).
 const STORE_TROUBLE_DELAY: Duration = Duration::from_secs(1);
 
+/// First and longest pause between tries to log an attempt SQLite refused.
+/// The longest stays well below the ack wait (30 s at least): each try also
+/// tells JetStream the message is still in progress.
+const STORE_RETRY_MIN: Duration = Duration::from_millis(100);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(2);
+
 /// How long one pull request stays open waiting for messages.
 const PULL_EXPIRY: Duration = Duration::from_secs(1);
 
@@ -290,12 +296,12 @@ impl Deliverer {
             response_body: response.body,
             next_retry_at,
         }));
-        let logged = self.writer.write(write).await;
+        let logged = self.log_attempt(&msg, write, &hard_stop).await;
         self.in_flight.remove(p.meta.id);
-        if let Err(e) = logged {
-            // Never ack without the log: offer the message again shortly.
-            tracing::error!(error = %e, "attempt not logged; the message will be redelivered");
-            ack(&msg, AckKind::Nak(Some(STORE_TROUBLE_DELAY))).await;
+        if !logged {
+            // Shutdown deadline with SQLite still failing: the message goes
+            // back to JetStream unacked; this attempt's row is lost.
+            ack(&msg, AckKind::Nak(None)).await;
             return;
         }
         self.metrics
@@ -317,6 +323,60 @@ impl Deliverer {
             Outcome::Failure => {
                 self.metrics.webhooks_given_up.inc();
                 ack(&msg, AckKind::Term).await
+            }
+        }
+    }
+}
+
+impl Deliverer {
+    /// Commits an attempt's row, retrying for as long as SQLite refuses it
+    /// (disk full, a lock held too long). The receiver already has this
+    /// request: acking without the row would lose the log, and NAKing would
+    /// deliver the webhook again (and again) while nothing can be logged.
+    /// So the message is held, JetStream told it is still in progress, and
+    /// this worker slot stays taken; with every slot taken, no new delivery
+    /// starts until SQLite writes again. Gives up (false) only at the
+    /// shutdown deadline.
+    async fn log_attempt(
+        &self,
+        msg: &jetstream::Message,
+        write: Write,
+        hard_stop: &CancellationToken,
+    ) -> bool {
+        let mut delay = STORE_RETRY_MIN;
+        let mut failures = 0u64;
+        loop {
+            match self.writer.write(write.clone()).await {
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "attempt logged once SQLite accepted it");
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::error!(
+                            error = %e,
+                            "attempt not logged; holding the message and retrying the write"
+                        );
+                    } else if failures % 50 == 0 {
+                        tracing::warn!(error = %e, failures, "attempt still not logged; retrying");
+                    }
+                    // Keep JetStream from redelivering it meanwhile.
+                    ack(msg, AckKind::Progress).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = hard_stop.cancelled() => {
+                            tracing::error!(
+                                error = %e,
+                                "shutdown deadline: attempt row never logged; the message will be redelivered"
+                            );
+                            return false;
+                        }
+                    }
+                    delay = (delay * 2).min(STORE_RETRY_MAX);
+                }
             }
         }
     }

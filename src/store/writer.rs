@@ -6,7 +6,7 @@
 //! would cap throughput at a few thousand rows a second.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -95,11 +95,13 @@ pub struct Writer {
     stats: Arc<WriterStats>,
 }
 
-/// Figures the metrics endpoint reads.
+/// Figures the metrics endpoint and the readiness probe read.
 #[derive(Debug, Default)]
 pub struct WriterStats {
     /// Size of the last committed batch.
     pub last_batch: AtomicUsize,
+    /// Whether the last batch failed to commit (disk full, I/O error).
+    pub failing: AtomicBool,
 }
 
 impl Writer {
@@ -136,6 +138,17 @@ impl Writer {
     pub fn last_batch_size(&self) -> usize {
         self.stats.last_batch.load(Ordering::Relaxed)
     }
+
+    /// Whether the last batch failed to commit: SQLite cannot write.
+    pub fn is_failing(&self) -> bool {
+        self.stats.failing.load(Ordering::Relaxed)
+    }
+
+    /// Forgets a failure once a probe write succeeded (space came back
+    /// while nothing was written).
+    pub fn clear_failing(&self) {
+        self.stats.failing.store(false, Ordering::Relaxed);
+    }
 }
 
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, stats: &WriterStats) {
@@ -150,6 +163,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, stats: &WriterStat
         }
         let result = commit(&mut conn, &batch);
         stats.last_batch.store(batch.len(), Ordering::Relaxed);
+        stats.failing.store(result.is_err(), Ordering::Relaxed);
         if let Err(e) = &result {
             tracing::error!(error = %e, rows = batch.len(), "attempt writer: batch not committed");
         }

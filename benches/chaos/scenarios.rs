@@ -1,0 +1,1033 @@
+//! The chaos scenarios. Each starts what it needs in a fresh directory,
+//! loads webhookd while doing something bad to it, waits (bounded) for the
+//! deliveries, stops webhookd gracefully, and judges the result from the
+//! load's answers, the receiver's records and the SQLite file.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tempfile::TempDir;
+
+use crate::check::{accepted_ids, check_succeeded, hist_text, judge, statuses_between, Db, Row};
+use crate::ingest::{Load, Post, Spec};
+use crate::load::{now_us, Conn};
+use crate::receiver::{Answer, Mode, Receiver};
+use crate::rng::Rng;
+use crate::services::{self, Event, Fault, Nats, Tmpfs, Webhookd};
+
+/// Size of each webhook body.
+const BODY_SIZE: usize = 400;
+
+/// What every scenario needs.
+pub struct Env {
+    pub quick: bool,
+    pub seed: u64,
+    pub n: Option<usize>,
+    pub concurrency: usize,
+    pub webhookd_bin: PathBuf,
+    pub nats_bin: PathBuf,
+    pub work_dir: PathBuf,
+    /// CI=true: a scenario that cannot run is a failure, not a skip.
+    pub ci: bool,
+}
+
+impl Env {
+    fn n(&self, full: usize, quick: usize) -> usize {
+        self.n.unwrap_or(if self.quick { quick } else { full })
+    }
+
+    fn pick<T>(&self, full: T, quick: T) -> T {
+        if self.quick {
+            quick
+        } else {
+            full
+        }
+    }
+
+    fn tempdir(&self, name: &str) -> Result<TempDir> {
+        std::fs::create_dir_all(&self.work_dir)
+            .with_context(|| format!("creating {}", self.work_dir.display()))?;
+        tempfile::Builder::new()
+            .prefix(&format!("{name}-"))
+            .tempdir_in(&self.work_dir)
+            .context("creating a scenario directory")
+    }
+
+    fn rng(&self, salt: u64) -> Rng {
+        Rng::new(self.seed ^ salt.wrapping_mul(0x2545_F491_4F6C_DD1D))
+    }
+
+    fn spec(&self, tag: &str, n: usize, rate: Option<f64>, sub: &str) -> Spec {
+        let sending = rate.map_or(Duration::from_secs(60), |r| {
+            Duration::from_secs_f64(n as f64 / r)
+        });
+        Spec {
+            n,
+            concurrency: self.concurrency,
+            rate,
+            // Bounded: the planned sending time plus room for the faults.
+            max_time: sending + Duration::from_secs(120),
+            tag: tag.to_string(),
+            body_size: BODY_SIZE,
+            paths: Arc::new(vec![format!("/ingest/{sub}")]),
+        }
+    }
+}
+
+/// Longest wait for deliveries after the load (a redelivery after a lost
+/// ack or NAK takes the 30 s ack wait).
+const DELIVERY_LIMIT: Duration = Duration::from_secs(150);
+/// Bound on waiting for the end of a load.
+const LOAD_LIMIT: Duration = Duration::from_secs(400);
+
+/// Waits until every id in `accepted` got a 2xx at the receiver, then
+/// until SQLite says `succeeded` for every webhook the receiver answered
+/// 2xx (an attempt in flight at a kill -9 has no row; its message comes
+/// back after the ack wait and is logged then), then for the receiver to go
+/// quiet (late duplicates). Notes how long the log took to catch up.
+async fn wait_all_ok(
+    wh: &mut Webhookd,
+    rx: &Receiver,
+    accepted: &HashSet<String>,
+    limit: Duration,
+    row: &mut Row,
+) -> Result<bool> {
+    let started = Instant::now();
+    loop {
+        wh.ensure_alive()?;
+        let ok = rx.first_ok();
+        if accepted.iter().all(|id| ok.contains_key(id)) {
+            break;
+        }
+        if started.elapsed() > limit {
+            let have = accepted.iter().filter(|id| ok.contains_key(*id)).count();
+            eprintln!(
+                "chaos: gave up waiting: {have} of {} delivered after {:.0}s",
+                accepted.len(),
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delivered_after = started.elapsed();
+    let answered: HashSet<String> = rx.first_ok().into_keys().collect();
+    let mut behind = answered.len();
+    while started.elapsed() < limit {
+        wh.ensure_alive()?;
+        behind = answered.len() - Db::count_succeeded(&wh.db, &answered).unwrap_or(0);
+        if behind == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let logged_after = started.elapsed();
+    if behind > 0 {
+        row.note(format!(
+            "{behind} webhooks answered 2xx still not `succeeded` in SQLite after {:.0}s",
+            logged_after.as_secs_f64()
+        ));
+    } else if logged_after > delivered_after + Duration::from_secs(1) {
+        row.note(format!(
+            "SQLite caught up {:.1}s after the last first delivery (an attempt cut off by the \
+             fault, redelivered after the ack wait or retried on schedule)",
+            (logged_after - delivered_after).as_secs_f64()
+        ));
+    }
+    wait_quiet(rx, Duration::from_secs(1), Duration::from_secs(5)).await;
+    Ok(true)
+}
+
+/// Waits until the receiver saw nothing for `quiet` (at most `limit`).
+async fn wait_quiet(rx: &Receiver, quiet: Duration, limit: Duration) {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let last = rx.last_arrival_us();
+        if now_us().saturating_sub(last) > quiet.as_micros() as u64 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn last_answer_us(posts: &[Post]) -> u64 {
+    posts.iter().map(|p| p.answered_us).max().unwrap_or(0)
+}
+
+fn last_event(events: &[Event], fault: Fault) -> u64 {
+    events
+        .iter()
+        .filter(|e| e.fault == fault)
+        .map(|e| e.at_us)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Stops webhookd gracefully and records how that went.
+fn stop_clean(wh: &mut Webhookd, row: &mut Row) -> Result<()> {
+    let (status, took) = wh.term(Duration::from_secs(40))?;
+    row.check(
+        "graceful stop at the end",
+        status.is_some_and(|s| s.success()),
+        format!("exit {status:?} after {:.1}s", took.as_secs_f64()),
+    );
+    Ok(())
+}
+
+/// Random points of a load, as fractions in (lo, hi), sorted, apart by
+/// at least `gap`.
+fn points(rng: &mut Rng, count: usize, lo: f64, hi: f64, gap: f64) -> Vec<f64> {
+    let mut tries = 0;
+    loop {
+        let mut v: Vec<f64> = (0..count).map(|_| rng.range_f64(lo, hi)).collect();
+        v.sort_by(f64::total_cmp);
+        tries += 1;
+        if tries > 1000 || v.windows(2).all(|w| w[1] - w[0] >= gap) {
+            return v;
+        }
+    }
+}
+
+// ------------------------------------------------------------ 1. kill -9
+
+/// kill -9 webhookd three times at random moments of the ingest, restart it
+/// each time on the same data directory (embedded NATS).
+pub async fn webhookd_kill9(env: &Env) -> Result<Row> {
+    let mut row = Row {
+        name: "1 webhookd kill -9 x3".into(),
+        ..Row::default()
+    };
+    let dir = env.tempdir("kill9")?;
+    let rx = Receiver::start(Mode::Ok, env.seed).await?;
+    let mut wh = Webhookd::new(
+        &env.webhookd_bin,
+        &env.nats_bin,
+        dir.path(),
+        None,
+        None,
+        &["--delivery-timeout", "5s"],
+    )?;
+    wh.start().await?;
+    let sub = wh.subscribe(rx.addr).await?;
+    let n = env.n(20_000, 1_500);
+    let rate = env.pick(2_000.0, 300.0);
+    let load = Load::start(wh.addr, env.spec("kill9", n, Some(rate), &sub));
+    let mut rng = env.rng(1);
+    let mut kills = 0;
+    for f in points(&mut rng, 3, 0.1, 0.85, 0.15) {
+        let at = (f * n as f64) as usize;
+        load.progress.wait_done(at, &load.task, LOAD_LIMIT).await;
+        if load.task.is_finished() {
+            break;
+        }
+        let done = load.progress.done();
+        let nats_gone = wh.kill9()?;
+        let t0 = Instant::now();
+        wh.start().await?;
+        kills += 1;
+        row.note(format!(
+            "kill {kills} after {done} posts: old nats-server gone {:.1}s after the kill, \
+             webhookd ready again {:.1}s later",
+            nats_gone.as_secs_f64(),
+            t0.elapsed().as_secs_f64()
+        ));
+    }
+    let posts = load.finish(LOAD_LIMIT).await?;
+    let accepted = accepted_ids(&posts);
+    wait_all_ok(&mut wh, &rx, &accepted, DELIVERY_LIMIT, &mut row).await?;
+    let drain_from = last_event(&wh.events, Fault::WebhookdStarted).max(last_answer_us(&posts));
+    stop_clean(&mut wh, &mut row)?;
+    let db = Db::read(&wh.db)?;
+    judge(
+        &mut row,
+        &posts,
+        &rx.arrivals(),
+        &db,
+        &wh.events,
+        drain_from,
+    );
+    check_succeeded(&mut row, &posts, &db);
+    row.check(
+        "three kills during the ingest",
+        kills == 3,
+        format!("{kills} kills"),
+    );
+    Ok(row)
+}
+
+// ------------------------------------------------- 2. and 3. NATS kill -9
+
+/// kill -9 of the NATS server during ingest and during retries; external
+/// (`NATS_URL`, restarted by the suite after a few seconds) or embedded
+/// (webhookd's child, restarted by webhookd).
+pub async fn nats_kill9(env: &Env, embedded: bool) -> Result<Row> {
+    let mut row = Row {
+        name: if embedded {
+            "3 embedded nats kill -9 x2".into()
+        } else {
+            "2 external nats kill -9 x2".into()
+        },
+        ..Row::default()
+    };
+    let dir = env.tempdir(if embedded {
+        "embedded-nats"
+    } else {
+        "external-nats"
+    })?;
+    let mut nats = if embedded {
+        None
+    } else {
+        Some(Nats::start(&env.nats_bin, &dir.path().join("nats")).await?)
+    };
+    let rx = Receiver::start(Mode::FailFirst, env.seed).await?;
+    let retry = Duration::from_secs(3);
+    let mut wh = Webhookd::new(
+        &env.webhookd_bin,
+        &env.nats_bin,
+        &dir.path().join("data"),
+        None,
+        nats.as_ref().map(Nats::url),
+        &[
+            "--retry-schedule",
+            "3s",
+            "--publish-timeout",
+            "1s",
+            "--delivery-timeout",
+            "5s",
+        ],
+    )?;
+    std::fs::create_dir_all(&wh.data_dir)?;
+    wh.start().await?;
+    let sub = wh.subscribe(rx.addr).await?;
+    let n = env.n(10_000, 1_500);
+    let rate = env.pick(1_000.0, 250.0);
+    let down = env.pick(Duration::from_secs(5), Duration::from_secs(3));
+    let mut events: Vec<Event> = Vec::new();
+    let mut windows: Vec<Window> = Vec::new();
+
+    let load = Load::start(wh.addr, env.spec("nats", n, Some(rate), &sub));
+    let at = (env.rng(2).range_f64(0.25, 0.5) * n as f64) as usize;
+    load.progress.wait_done(at, &load.task, LOAD_LIMIT).await;
+    let w = kill_nats(
+        &mut wh,
+        nats.as_mut(),
+        down,
+        &mut events,
+        &mut row,
+        "during ingest",
+    )
+    .await?;
+    windows.push(w);
+    let posts = load.finish(LOAD_LIMIT).await?;
+
+    // Retries pending now: webhooks whose first attempt failed and whose
+    // retry (3 s later) has not come yet.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let before = rx.arrivals();
+    let ok_before: HashSet<String> = before
+        .iter()
+        .filter(|a| a.answer.ok())
+        .map(|a| a.webhook_id.clone())
+        .collect();
+    let pending: HashSet<String> = before
+        .iter()
+        .filter(|a| a.answer == Answer::Status(500) && !ok_before.contains(&a.webhook_id))
+        .map(|a| a.webhook_id.clone())
+        .collect();
+    let w = kill_nats(
+        &mut wh,
+        nats.as_mut(),
+        down,
+        &mut events,
+        &mut row,
+        "during retries",
+    )
+    .await?;
+    windows.push(w);
+
+    let accepted = accepted_ids(&posts);
+    wait_all_ok(&mut wh, &rx, &accepted, DELIVERY_LIMIT, &mut row).await?;
+    let drain_from = windows[1].ready.max(last_answer_us(&posts));
+    wh.ensure_alive()?;
+    stop_clean(&mut wh, &mut row)?;
+    let db = Db::read(&wh.db)?;
+    let arrivals = rx.arrivals();
+    events.extend(wh.events.iter().copied());
+    judge(&mut row, &posts, &arrivals, &db, &events, drain_from);
+    check_succeeded(&mut row, &posts, &db);
+
+    // Ingest while the server was down (202s there are counted and must be
+    // delivered), and until webhookd was ready again (503s expected).
+    let (_, during) = statuses_between(&posts, windows[0].killed, windows[0].back);
+    let (hist, _) = statuses_between(&posts, windows[0].killed, windows[0].ready);
+    let answered_503 = hist
+        .iter()
+        .filter(|(k, _)| k.starts_with("503"))
+        .map(|(_, n)| n)
+        .sum::<usize>();
+    let first_ok = crate::receiver::first_ok(&arrivals);
+    let undelivered: Vec<&String> = during
+        .iter()
+        .filter(|id| !first_ok.contains_key(*id))
+        .collect();
+    row.check(
+        "ingest answers 503 while NATS is down",
+        answered_503 > 0
+            && hist
+                .keys()
+                .all(|k| k.starts_with("202") || k.starts_with("503")),
+        format!(
+            "answers from the kill until webhookd was ready again ({:.1}s): {}",
+            windows[0].ready.saturating_sub(windows[0].killed) as f64 / 1e6,
+            hist_text(&hist)
+        ),
+    );
+    row.check(
+        "every 202 given while NATS was down is delivered",
+        undelivered.is_empty(),
+        format!(
+            "{} answered 202 between the kill and the server listening again ({:.1}s), \
+             {} of them not delivered",
+            during.len(),
+            windows[0].back.saturating_sub(windows[0].killed) as f64 / 1e6,
+            undelivered.len()
+        ),
+    );
+    // Retries scheduled before the second crash.
+    let pending_ok = pending
+        .iter()
+        .filter(|id| first_ok.contains_key(*id))
+        .count();
+    let mut late = 0usize;
+    let kill2 = windows[1].killed;
+    for id in &pending {
+        if let (Some(ok), Some(first)) = (
+            first_ok.get(id),
+            arrivals
+                .iter()
+                .find(|a| &a.webhook_id == id)
+                .map(|a| a.at_us),
+        ) {
+            if ok.saturating_sub(first) > retry.as_micros() as u64 + 10_000_000 {
+                late += 1;
+            }
+        }
+    }
+    row.check(
+        "retries scheduled before the crash happen after it",
+        pending_ok == pending.len(),
+        format!(
+            "{} webhooks waiting for a retry at the kill {}s into the run, {} retried and delivered \
+             ({} more than 10 s after their due time: a NAK delay lost in the crash costs the ack wait)",
+            pending.len(),
+            kill2.saturating_sub(posts.first().map_or(kill2, |p| p.sent_us)) / 1_000_000,
+            pending_ok,
+            late
+        ),
+    );
+    Ok(row)
+}
+
+/// A NATS outage: killed, listening again, webhookd ready again (µs).
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    killed: u64,
+    back: u64,
+    ready: u64,
+}
+
+/// Kills the NATS server and brings it back (external: after `down`;
+/// embedded: webhookd's supervisor does), then waits for webhookd to be
+/// ready again.
+async fn kill_nats(
+    wh: &mut Webhookd,
+    nats: Option<&mut Nats>,
+    down: Duration,
+    events: &mut Vec<Event>,
+    row: &mut Row,
+    when: &str,
+) -> Result<Window> {
+    let killed_at;
+    match nats {
+        Some(nats) => {
+            nats.kill9()?;
+            killed_at = now_us();
+            tokio::time::sleep(down).await;
+            nats.restart().await?;
+            events.append(&mut nats.events);
+            row.note(format!(
+                "nats-server killed {when}, restarted after {:.1}s",
+                down.as_secs_f64()
+            ));
+        }
+        None => {
+            let old = wh
+                .nats_pid()
+                .context("webhookd's nats-server child not found")?;
+            // SAFETY: kill(2) on the pid found under /proc as webhookd's child.
+            unsafe {
+                libc::kill(old as libc::pid_t, libc::SIGKILL);
+            }
+            killed_at = now_us();
+            events.push(Event {
+                at_us: killed_at,
+                fault: Fault::NatsKill,
+            });
+            let t0 = Instant::now();
+            let new = loop {
+                match wh.nats_pid() {
+                    Some(pid) if pid != old => break pid,
+                    _ if t0.elapsed() > Duration::from_secs(30) => {
+                        bail!("webhookd did not restart its nats-server within 30 s")
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            };
+            // Listening again?
+            let until = Instant::now() + Duration::from_secs(20);
+            while !nats_listening(new) && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            wh.track_nats();
+            events.push(Event {
+                at_us: now_us(),
+                fault: Fault::NatsStarted,
+            });
+            row.note(format!(
+                "embedded nats-server killed {when}; webhookd restarted it (pid {old} -> {new}) in {:.2}s",
+                t0.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    // The server is back (listening); now wait for webhookd to reconnect.
+    let back_at = now_us();
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        wh.ensure_alive()?;
+        if ready(wh).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Window {
+        killed: killed_at,
+        back: back_at,
+        ready: now_us(),
+    })
+}
+
+/// Whether a process has a listening TCP socket (/proc/<pid>/net/tcp is
+/// per network namespace, so: any of its fds is a socket and the port file
+/// is not needed; good enough to wait on).
+fn nats_listening(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten().any(|e| {
+                std::fs::read_link(e.path())
+                    .map(|l| l.to_string_lossy().starts_with("socket:"))
+                    .unwrap_or(false)
+            })
+        })
+        .unwrap_or(false)
+}
+
+async fn ready(wh: &Webhookd) -> bool {
+    match Conn::connect(wh.addr).await {
+        Ok(mut c) => matches!(c.get("/readyz").await, Ok((s, _)) if s.is_success()),
+        Err(_) => false,
+    }
+}
+
+// ------------------------------------------------------ 4. bad receivers
+
+/// A receiver failing half the requests at random, or closing connections
+/// mid-response: every webhook ends succeeded or failed, with the
+/// schedule's number of attempts.
+pub async fn bad_receiver(env: &Env, mode: Mode) -> Result<Row> {
+    let mut row = Row {
+        name: match mode {
+            Mode::FailHalf => "4a receiver fails 50%".into(),
+            _ => "4b receiver closes mid-response".into(),
+        },
+        ..Row::default()
+    };
+    let dir = env.tempdir("bad-receiver")?;
+    let rx = Receiver::start(mode, env.seed ^ (mode as u64) << 32).await?;
+    let schedule = ["100ms", "200ms", "400ms"];
+    let max_attempts = schedule.len() + 1;
+    let mut wh = Webhookd::new(
+        &env.webhookd_bin,
+        &env.nats_bin,
+        dir.path(),
+        None,
+        None,
+        &[
+            "--retry-schedule",
+            &schedule.join(","),
+            "--delivery-timeout",
+            "5s",
+        ],
+    )?;
+    wh.start().await?;
+    let sub = wh.subscribe(rx.addr).await?;
+    let n = env.n(5_000, 1_500);
+    let load = Load::start(wh.addr, env.spec("bad", n, None, &sub));
+    let posts = load.finish(LOAD_LIMIT).await?;
+    let accepted = accepted_ids(&posts);
+    let load_end = last_answer_us(&posts);
+    // Until every webhook has a final status.
+    let started = Instant::now();
+    loop {
+        wh.ensure_alive()?;
+        let done = Db::count_final(&wh.db, &accepted).unwrap_or(0);
+        if done == accepted.len() || started.elapsed() > DELIVERY_LIMIT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_quiet(&rx, Duration::from_secs(1), Duration::from_secs(5)).await;
+    let finished_us = now_us();
+
+    // Every accepted webhook through the API.
+    let arrivals = rx.arrivals();
+    let mut seen: HashMap<&str, (usize, usize)> = HashMap::new();
+    for a in &arrivals {
+        let e = seen.entry(&a.webhook_id).or_default();
+        e.0 += 1;
+        if a.answer.ok() {
+            e.1 += 1;
+        }
+    }
+    let mut conn = Conn::connect(wh.addr).await?;
+    let (mut succeeded, mut failed) = (0usize, 0usize);
+    let mut bad: Vec<String> = Vec::new();
+    let mut histogram = vec![0usize; max_attempts + 2];
+    for id in &accepted {
+        let (code, body) = conn.get(&format!("/status/{id}")).await?;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let status = v["status"].as_str().unwrap_or("?").to_string();
+        let count = v["attempt_count"].as_u64().unwrap_or(0) as usize;
+        let attempts = v["attempts"].as_array().cloned().unwrap_or_default();
+        let numbers: Vec<u64> = attempts
+            .iter()
+            .map(|a| a["attempt_number"].as_u64().unwrap_or(0))
+            .collect();
+        let outcomes: Vec<&str> = attempts
+            .iter()
+            .map(|a| a["outcome"].as_str().unwrap_or("?"))
+            .collect();
+        let (rx_seen, rx_ok) = seen.get(id.as_str()).copied().unwrap_or_default();
+        histogram[count.min(max_attempts + 1)] += 1;
+        let in_order = numbers.iter().enumerate().all(|(i, n)| *n == i as u64 + 1);
+        let problem = if code.as_u16() != 200 {
+            Some(format!("GET /status answered {code}"))
+        } else {
+            match status.as_str() {
+                "succeeded" => {
+                    succeeded += 1;
+                    (!(count <= max_attempts
+                        && count == attempts.len()
+                        && in_order
+                        && outcomes.last() == Some(&"success")
+                        && outcomes[..outcomes.len() - 1]
+                            .iter()
+                            .all(|o| *o == "failed_attempt")
+                        && rx_seen == count
+                        && rx_ok == 1))
+                        .then(|| "succeeded with inconsistent attempts".to_string())
+                }
+                "failed" => {
+                    failed += 1;
+                    (!(count == max_attempts
+                        && attempts.len() == max_attempts
+                        && in_order
+                        && outcomes.last() == Some(&"failure")
+                        && rx_seen == max_attempts
+                        && rx_ok == 0))
+                        .then(|| format!("failed after {count} attempts, not {max_attempts}"))
+                }
+                other => Some(format!("status {other}, not final")),
+            }
+        };
+        if let Some(p) = problem {
+            if bad.len() < 5 {
+                bad.push(format!(
+                    "{id}: {p} (attempts {numbers:?} {outcomes:?}; receiver saw {rx_seen}, {rx_ok} 2xx)"
+                ));
+            } else {
+                bad.push(String::new());
+            }
+        }
+    }
+    stop_clean(&mut wh, &mut row)?;
+    let db = Db::read(&wh.db)?;
+    // Lost here means: neither delivered nor failed past its schedule.
+    judge(&mut row, &posts, &arrivals, &db, &wh.events, load_end);
+    row.checks.retain(|c| c.name != "no accepted webhook lost");
+    row.lost = accepted.len() - succeeded - failed;
+    row.drain_s = Some(finished_us.saturating_sub(load_end) as f64 / 1e6);
+    row.check(
+        "every webhook ends succeeded or failed",
+        row.lost == 0,
+        format!(
+            "{succeeded} succeeded, {failed} failed past the schedule, {} neither, of {} accepted",
+            row.lost,
+            accepted.len()
+        ),
+    );
+    row.check(
+        "attempt counts match the schedule and the receiver",
+        bad.is_empty(),
+        format!(
+            "{} inconsistent{}",
+            bad.len(),
+            if bad.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ": {}",
+                    bad.iter()
+                        .filter(|b| !b.is_empty())
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            }
+        ),
+    );
+    row.note(format!(
+        "attempts per webhook (1..{max_attempts}): {:?}; expected failed share 1/16 = {:.0}, got {failed}",
+        &histogram[1..=max_attempts],
+        accepted.len() as f64 / 16.0
+    ));
+    // In this scenario "delivered" = succeeded (a failed one is not lost).
+    row.delivered = succeeded;
+    Ok(row)
+}
+
+// --------------------------------------------------------- 5. disk full
+
+/// Size of the file system holding the SQLite file. Not smaller: with
+/// SQLite's default WAL auto-checkpoint (1,000 pages, ~4 MiB) the WAL alone
+/// outgrows a 2 MiB file system, and a database that fills its disk by
+/// itself cannot recover when the filler is deleted (there is nothing else
+/// to delete). The filler takes whatever room is left.
+const TMPFS_SIZE: &str = "32m";
+
+/// SQLite's file system fills up while webhooks flow.
+pub async fn disk_full(env: &Env) -> Result<Row> {
+    let mut row = Row {
+        name: "5 sqlite disk full".into(),
+        ..Row::default()
+    };
+    let dir = env.tempdir("disk-full")?;
+    let mount_dir = dir.path().join("db");
+    let mut tmpfs = match Tmpfs::mount(&mount_dir, TMPFS_SIZE) {
+        Ok(t) => t,
+        Err(e) => {
+            let why = format!("{e:#}");
+            eprintln!(
+                "\n!!!!! chaos: scenario 5 (SQLite disk full) SKIPPED: cannot mount a tmpfs: {why} !!!!!\n"
+            );
+            row.skipped = Some(why);
+            return Ok(row);
+        }
+    };
+    let result = disk_full_inner(env, dir.path(), &tmpfs, &mut row).await;
+    tmpfs.unmount();
+    result?;
+    Ok(row)
+}
+
+async fn disk_full_inner(
+    env: &Env,
+    dir: &std::path::Path,
+    tmpfs: &Tmpfs,
+    row: &mut Row,
+) -> Result<()> {
+    let rx = Receiver::start(Mode::Ok, env.seed).await?;
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    let db_path = tmpfs.dir.join("webhookd.db");
+    let mut wh = Webhookd::new(
+        &env.webhookd_bin,
+        &env.nats_bin,
+        &data,
+        Some(&db_path),
+        None,
+        &["--delivery-timeout", "5s"],
+    )?;
+    wh.start().await?;
+    let sub = wh.subscribe(rx.addr).await?;
+    let n = env.n(6_000, 1_500);
+    let rate = env.pick(300.0, 150.0);
+    // Full run: longer than the ack wait (30 s), so a held message must be
+    // kept from redelivery (in progress) while its row waits for space.
+    let hold = env.pick(Duration::from_secs(40), Duration::from_secs(4));
+    let load = Load::start(wh.addr, env.spec("disk", n, Some(rate), &sub));
+    load.progress.wait_done(n / 4, &load.task, LOAD_LIMIT).await;
+
+    // Fill the file system while webhooks flow.
+    let filler = tmpfs.dir.join("filler");
+    let full_at = now_us();
+    let filled = services::fill_until_enospc(&filler)?;
+    let mut events = vec![Event {
+        at_us: full_at,
+        fault: Fault::DiskFull,
+    }];
+    // Watch the API while the disk is full: readiness, the status of a
+    // webhook just accepted, and a management write.
+    let mut readyz: HashMap<String, usize> = HashMap::new();
+    let mut status_api: HashMap<String, usize> = HashMap::new();
+    let mut create_sub: HashMap<String, usize> = HashMap::new();
+    let mut probes: Vec<Post> = Vec::new();
+    let until = Instant::now() + hold;
+    let mut alive = true;
+    // Bounded by time and by count.
+    for k in 0..1_000usize {
+        if Instant::now() >= until {
+            break;
+        }
+        if wh.exited().is_some() {
+            alive = false;
+            break;
+        }
+        if let Ok(mut c) = Conn::connect(wh.addr).await {
+            if let Ok((s, body)) = c.get("/readyz").await {
+                *readyz.entry(answer_key(s.as_u16(), &body)).or_default() += 1;
+            }
+            let sent_us = now_us();
+            let probe = format!(r#"{{"probe":{k}}}"#);
+            if let Ok((s, body)) = c.post_json(&format!("/ingest/{sub}"), probe).await {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let id = v["webhook_id"].as_str().map(str::to_string);
+                probes.push(Post {
+                    seq: usize::MAX - k,
+                    sent_us,
+                    answered_us: now_us(),
+                    status: Some(s.as_u16()),
+                    webhook_id: id.clone(),
+                    code: v["error"]["code"].as_str().map(str::to_string),
+                });
+                if let Some(id) = id.filter(|_| s.as_u16() == 202) {
+                    if let Ok((s, body)) = c.get(&format!("/status/{id}")).await {
+                        *status_api.entry(answer_key(s.as_u16(), &body)).or_default() += 1;
+                    }
+                }
+            }
+            let body = serde_json::json!({"target_url": format!("http://{}/hook", rx.addr)});
+            if let Ok((s, body)) = c.post_json("/subscriptions", body.to_string()).await {
+                *create_sub.entry(answer_key(s.as_u16(), &body)).or_default() += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let rows_full = rx.count();
+    std::fs::remove_file(&filler).context("removing the filler")?;
+    let freed_at = now_us();
+    events.push(Event {
+        at_us: freed_at,
+        fault: Fault::DiskFreed,
+    });
+    row.check(
+        "webhookd stays alive while the disk is full",
+        alive,
+        if alive {
+            "alive".to_string()
+        } else {
+            format!("exited:\n{}", crate::procs::tail(&wh.log, 20))
+        },
+    );
+    if !alive {
+        bail!("webhookd died while the disk was full");
+    }
+    row.check(
+        "/readyz says not ready while SQLite cannot write",
+        readyz.keys().any(|k| k.starts_with("503")),
+        hist_text(&readyz),
+    );
+    let mut posts = load.finish(LOAD_LIMIT).await?;
+    posts.extend(probes);
+    let accepted = accepted_ids(&posts);
+    wait_all_ok(&mut wh, &rx, &accepted, DELIVERY_LIMIT, row).await?;
+    // Recovered: the API answers from SQLite again.
+    let mut c = Conn::connect(wh.addr).await?;
+    let (rz, _) = c.get("/readyz").await?;
+    let some_id = accepted.iter().next().cloned().unwrap_or_default();
+    let (st, body) = c.get(&format!("/status/{some_id}")).await?;
+    row.check(
+        "recovers when space returns",
+        rz.as_u16() == 200 && st.as_u16() == 200,
+        format!(
+            "after freeing: /readyz {rz}, /status {st} {}",
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(80)
+                .collect::<String>()
+        ),
+    );
+    let drain_from = freed_at.max(last_answer_us(&posts));
+    stop_clean(&mut wh, row)?;
+    let db = Db::read(&wh.db)?;
+    events.extend(wh.events.iter().copied());
+    judge(row, &posts, &rx.arrivals(), &db, &events, drain_from);
+    check_succeeded(row, &posts, &db);
+    row.check(
+        "nothing delivered twice while SQLite refused its attempt row",
+        row.duplicates == 0,
+        format!("{} duplicate deliveries", row.duplicates),
+    );
+    let (hist, _) = statuses_between(&posts, full_at, freed_at);
+    row.note(format!(
+        "filler {} KiB to ENOSPC; while full ({:.0}s): ingest {}; GET /status of a webhook just \
+         accepted {}; POST /subscriptions {}; /readyz {}; receiver got {} requests by then",
+        filled / 1024,
+        hold.as_secs_f64(),
+        hist_text(&hist),
+        hist_text(&status_api),
+        hist_text(&create_sub),
+        hist_text(&readyz),
+        rows_full
+    ));
+    let log = std::fs::read_to_string(&wh.log).unwrap_or_default();
+    let not_logged = log.matches("attempt not logged").count();
+    let not_written = log.matches("webhook row not written at ingest").count();
+    row.note(format!(
+        "webhookd log: {not_logged} 'attempt not logged', {not_written} 'webhook row not written at ingest'"
+    ));
+    Ok(())
+}
+
+fn answer_key(status: u16, body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    match v["error"]["code"].as_str() {
+        Some(code) => format!("{status} {code}"),
+        None => status.to_string(),
+    }
+}
+
+// ---------------------------------------------- 6. SIGTERM and SIGSTOP
+
+/// SIGTERM in the middle of a burst, then a restart.
+pub async fn sigterm(env: &Env) -> Result<Row> {
+    let mut row = Row {
+        name: "6a SIGTERM mid-burst".into(),
+        ..Row::default()
+    };
+    let dir = env.tempdir("sigterm")?;
+    let rx = Receiver::start(Mode::Ok, env.seed).await?;
+    rx.set_delay(Duration::from_millis(20));
+    let mut wh = Webhookd::new(
+        &env.webhookd_bin,
+        &env.nats_bin,
+        dir.path(),
+        None,
+        None,
+        &["--delivery-timeout", "5s"],
+    )?;
+    wh.start().await?;
+    let sub = wh.subscribe(rx.addr).await?;
+    let n = env.n(10_000, 1_500);
+    let load = Load::start(wh.addr, env.spec("term", n, None, &sub));
+    let at = (env.rng(6).range_f64(0.3, 0.6) * n as f64) as usize;
+    load.progress.wait_done(at, &load.task, LOAD_LIMIT).await;
+    let (status, took) = wh.term(Duration::from_secs(40))?;
+    row.check(
+        "SIGTERM stops webhookd cleanly",
+        status.is_some_and(|s| s.success()),
+        format!("exit {status:?} after {:.1}s", took.as_secs_f64()),
+    );
+    let t0 = Instant::now();
+    wh.start().await?;
+    row.note(format!(
+        "SIGTERM after {} posts: stopped in {:.1}s, ready again {:.1}s later",
+        at,
+        took.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    ));
+    let posts = load.finish(LOAD_LIMIT).await?;
+    let accepted = accepted_ids(&posts);
+    wait_all_ok(&mut wh, &rx, &accepted, DELIVERY_LIMIT, &mut row).await?;
+    let drain_from = last_event(&wh.events, Fault::WebhookdStarted).max(last_answer_us(&posts));
+    stop_clean(&mut wh, &mut row)?;
+    let db = Db::read(&wh.db)?;
+    judge(
+        &mut row,
+        &posts,
+        &rx.arrivals(),
+        &db,
+        &wh.events,
+        drain_from,
+    );
+    check_succeeded(&mut row, &posts, &db);
+    let (hist, _) = statuses_between(&posts, 0, u64::MAX);
+    row.note(format!("ingest answers: {}", hist_text(&hist)));
+    Ok(row)
+}
+
+/// SIGSTOP of webhookd for longer than the ack wait, then SIGCONT.
+pub async fn sigstop(env: &Env) -> Result<Row> {
+    // ack_wait = max(30 s, 2 x delivery timeout + 10 s) = 30 s with either
+    // timeout used here; the stop lasts past it.
+    let (timeout, stop_for) = if env.quick {
+        ("1s", Duration::from_secs(31))
+    } else {
+        ("10s", Duration::from_secs(35))
+    };
+    let mut row = Row {
+        name: format!("6b SIGSTOP {}s", stop_for.as_secs()),
+        ..Row::default()
+    };
+    let dir = env.tempdir("sigstop")?;
+    let rx = Receiver::start(Mode::Ok, env.seed).await?;
+    // Deliveries take a while: some are in flight at the stop.
+    rx.set_delay(Duration::from_millis(50));
+    let mut wh = Webhookd::new(
+        &env.webhookd_bin,
+        &env.nats_bin,
+        dir.path(),
+        None,
+        None,
+        &["--delivery-timeout", timeout],
+    )?;
+    wh.start().await?;
+    let sub = wh.subscribe(rx.addr).await?;
+    let n = env.n(5_000, 1_000);
+    let rate = env.pick(500.0, 200.0);
+    let load = Load::start(wh.addr, env.spec("stop", n, Some(rate), &sub));
+    let at = (env.rng(7).range_f64(0.3, 0.5) * n as f64) as usize;
+    load.progress.wait_done(at, &load.task, LOAD_LIMIT).await;
+    let seen_at_stop = rx.count();
+    wh.stop_signal()?;
+    tokio::time::sleep(stop_for).await;
+    let seen_while_stopped = rx.count() - seen_at_stop;
+    wh.cont()?;
+    let posts = load.finish(LOAD_LIMIT).await?;
+    let accepted = accepted_ids(&posts);
+    wait_all_ok(&mut wh, &rx, &accepted, DELIVERY_LIMIT, &mut row).await?;
+    let drain_from = last_event(&wh.events, Fault::WebhookdCont).max(last_answer_us(&posts));
+    stop_clean(&mut wh, &mut row)?;
+    let db = Db::read(&wh.db)?;
+    judge(
+        &mut row,
+        &posts,
+        &rx.arrivals(),
+        &db,
+        &wh.events,
+        drain_from,
+    );
+    check_succeeded(&mut row, &posts, &db);
+    let stop_at = last_event(&wh.events, Fault::WebhookdStop);
+    let cont_at = last_event(&wh.events, Fault::WebhookdCont);
+    let (hist, _) = statuses_between(&posts, stop_at, cont_at + 2_000_000);
+    row.note(format!(
+        "stopped after {at} posts with --delivery-timeout {timeout} (ack wait 30 s); \
+         receiver got {seen_while_stopped} requests while stopped; \
+         posts answered during the stop (+2 s): {}",
+        hist_text(&hist)
+    ));
+    Ok(row)
+}
