@@ -169,6 +169,8 @@ pub async fn run(
         concurrency: config.delivery_concurrency,
         in_flight,
         metrics: metrics.clone(),
+        store: store.clone(),
+        logged: Default::default(),
     });
     drop(writer);
 

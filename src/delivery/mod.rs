@@ -11,7 +11,7 @@ pub mod client;
 pub mod retry;
 pub mod signing;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::queue::{self, Queue};
 use crate::store::records::Outcome;
 use crate::store::writer::{AttemptWrite, WebhookMeta, Write, Writer};
+use crate::store::Store;
 
 /// Delay before a message is offered again when its attempt could not be
 /// logged or its subscription could not be read (SQLite trouble).
@@ -40,12 +41,6 @@ const STORE_TROUBLE_DELAY: Duration = Duration::from_secs(1);
 /// tells JetStream the message is still in progress.
 const STORE_RETRY_MIN: Duration = Duration::from_millis(100);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(2);
-
-/// How long one pull request stays open waiting for messages.
-const PULL_EXPIRY: Duration = Duration::from_secs(1);
-
-/// Most messages asked for in one pull request.
-const MAX_PULL: usize = 256;
 
 /// Delay of a message handed back at shutdown: longer than the open pull
 /// can last, so the message does not come back into the pull being drained.
@@ -93,93 +88,86 @@ pub struct Deliverer {
     pub in_flight: InFlight,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// SQLite, for the attempt count of a webhook redelivered after a restart.
+    pub store: Store,
+    /// Attempts logged so far of the webhooks waiting for a retry.
+    pub logged: LoggedAttempts,
+}
+
+/// Attempts logged per webhook while it waits for a retry: the source of the
+/// attempt number. JetStream's delivery count is not used for it: it also
+/// counts hand-backs and redeliveries that reached no receiver, and it was
+/// seen to restart at 1 for a message NAKed with a delay.
+#[derive(Default)]
+pub struct LoggedAttempts(Mutex<HashMap<WebhookId, u32>>);
+
+impl LoggedAttempts {
+    fn get(&self, id: WebhookId) -> Option<u32> {
+        self.0.lock().ok().and_then(|m| m.get(&id).copied())
+    }
+
+    fn set(&self, id: WebhookId, attempts: Option<u32>) {
+        if let Ok(mut m) = self.0.lock() {
+            match attempts {
+                Some(n) => m.insert(id, n),
+                None => m.remove(&id),
+            };
+        }
+    }
 }
 
 impl Deliverer {
     /// Runs the workers until `shutdown` fires, then lets in-flight attempts
-    /// finish within `grace`, hands back what was pulled but not started,
-    /// and returns.
-    ///
-    /// Messages are pulled in batches no larger than the number of free
-    /// worker slots, each pull request expiring after [`PULL_EXPIRY`]: every
-    /// message pulled starts at once, none waits in a client-side buffer
-    /// (where it would count against ack_wait), and at shutdown only the one
-    /// open pull has to be drained.
+    /// finish within `grace`, NAKs the rest for immediate redelivery, and
+    /// returns.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let tracker = TaskTracker::new();
         let hard_stop = CancellationToken::new();
-        let mut consumer = None;
-        while !shutdown.is_cancelled() {
-            let current = match consumer.take() {
-                Some(c) => c,
-                None => match self.queue.consumer().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "delivery consumer unavailable; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                            _ = shutdown.cancelled() => break,
-                        }
-                    }
-                },
-            };
-            // Wait for a free slot, then ask for as many messages as are free.
-            let first = tokio::select! {
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                _ = shutdown.cancelled() => break,
-            };
-            let want = (1 + permits.available_permits()).min(MAX_PULL);
-            let mut batch = match current
-                .batch()
-                .max_messages(want)
-                .expires(PULL_EXPIRY)
-                .messages()
-                .await
-            {
-                Ok(b) => b,
+        'outer: while !shutdown.is_cancelled() {
+            let consumer = match self.queue.consumer().await {
+                Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, "pulling from the delivery consumer; retrying");
-                    drop(first);
-                    // Recreate the consumer handle: NATS may have restarted.
+                    tracing::warn!(error = %e, "delivery consumer unavailable; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                         _ = shutdown.cancelled() => break,
                     }
                 }
             };
-            consumer = Some(current);
-            let mut first = Some(first);
-            loop {
-                let next = tokio::select! {
-                    next = batch.next() => next,
-                    _ = shutdown.cancelled() => {
-                        // The pull is still open on the server: take what it
-                        // still delivers (until it expires) and hand it back.
-                        let mut handed_back = 0;
-                        while let Some(Ok(msg)) = batch.next().await {
-                            ack(&msg, AckKind::Nak(Some(HAND_BACK_DELAY))).await;
-                            handed_back += 1;
-                        }
-                        if handed_back > 0 {
-                            tracing::info!(handed_back, "shutdown: handed back messages not yet started");
-                        }
-                        break;
+            let batch = self.concurrency.clamp(1, 256);
+            let mut messages = match consumer
+                .stream()
+                .max_messages_per_batch(batch)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pulling from the delivery consumer; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.cancelled() => break,
                     }
+                }
+            };
+            let shutting_down = loop {
+                // Take a message only when a worker slot is free.
+                let permit = tokio::select! {
+                    p = permits.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break true,
+                    },
+                    _ = shutdown.cancelled() => break true,
+                };
+                let next = tokio::select! {
+                    next = messages.next() => next,
+                    _ = shutdown.cancelled() => break true,
                 };
                 match next {
                     Some(Ok(msg)) => {
-                        // A slot is free: `want` was at most the free slots.
-                        let permit = match first.take() {
-                            Some(p) => p,
-                            None => match permits.clone().acquire_owned().await {
-                                Ok(p) => p,
-                                Err(_) => break,
-                            },
-                        };
                         let this = self.clone();
                         let hard_stop = hard_stop.clone();
                         tracker.spawn(async move {
@@ -188,18 +176,43 @@ impl Deliverer {
                         });
                     }
                     Some(Err(e)) => {
-                        tracing::debug!(error = %e, "delivery pull ended with an error");
+                        // Missed heartbeats and the like: the stream recovers
+                        // by itself after a reconnect.
+                        tracing::debug!(error = %e, "delivery consumer stream");
                         if !self.queue.is_connected() {
-                            consumer = None;
                             tokio::select! {
                                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                                _ = shutdown.cancelled() => {}
+                                _ = shutdown.cancelled() => break true,
                             }
                         }
-                        break;
                     }
-                    None => break,
+                    None => {
+                        tracing::warn!("delivery consumer stream ended; recreating it");
+                        break false;
+                    }
                 }
+            };
+            if shutting_down {
+                // Messages already pulled but not started: hand them back
+                // for redelivery instead of waiting for ack_wait. At most one
+                // batch, and with a short delay: this pull is still open, so
+                // a NAK without delay comes straight back into it, and the
+                // loop would hand the same messages back thousands of times,
+                // inflating their delivery count (the attempt number).
+                let mut handed_back = 0;
+                while handed_back < batch {
+                    match tokio::time::timeout(Duration::from_millis(20), messages.next()).await {
+                        Ok(Some(Ok(msg))) => {
+                            ack(&msg, AckKind::Nak(Some(HAND_BACK_DELAY))).await;
+                            handed_back += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                if handed_back > 0 {
+                    tracing::info!(handed_back, "shutdown: NAKed messages not yet started");
+                }
+                break 'outer;
             }
         }
         tracker.close();
@@ -224,16 +237,44 @@ impl Deliverer {
                 return;
             }
         };
+        let attempt = self.attempt_number(&parsed).await;
         let span = tracing::info_span!(
             "delivery",
             webhook_id = %parsed.meta.id,
             subscription_id = %parsed.meta.subscription_id,
-            attempt = parsed.attempt,
+            attempt,
         );
-        self.attempt(msg, parsed, hard_stop).instrument(span).await;
+        self.attempt(msg, parsed, attempt, hard_stop)
+            .instrument(span)
+            .await;
     }
 
-    async fn attempt(&self, msg: jetstream::Message, p: Parsed, hard_stop: CancellationToken) {
+    /// 1 + the attempts logged so far: from memory while the webhook waits
+    /// for a retry in this process, from SQLite for a redelivery after a
+    /// restart, and 1 for a first delivery.
+    async fn attempt_number(&self, p: &Parsed) -> u32 {
+        if let Some(n) = self.logged.get(p.meta.id) {
+            return n + 1;
+        }
+        if p.delivered <= 1 {
+            return 1;
+        }
+        match self.store.logged_attempts(p.meta.id).await {
+            Ok(n) => n + 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the attempt count; using JetStream's");
+                p.delivered
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        msg: jetstream::Message,
+        p: Parsed,
+        attempt: u32,
+        hard_stop: CancellationToken,
+    ) {
         let sub = match self.cache.get(p.meta.subscription_id).await {
             Ok(Some(sub)) => sub,
             Ok(None) => {
@@ -246,6 +287,7 @@ impl Deliverer {
                     tracing::warn!(error = %e, "recording a dropped webhook");
                 }
                 self.metrics.webhooks_given_up.inc();
+                self.logged.set(p.meta.id, None);
                 ack(&msg, AckKind::Term).await;
                 return;
             }
@@ -278,7 +320,7 @@ impl Deliverer {
             }
         };
 
-        let decision = retry::decide(p.attempt, response.result, &self.schedule);
+        let decision = retry::decide(attempt, response.result, &self.schedule);
         let next_retry_at = decision
             .retry_in
             .and_then(|d| chrono::Duration::from_std(d).ok())
@@ -288,7 +330,7 @@ impl Deliverer {
             webhook: p.meta.clone(),
             target_url: sub.target_url.clone(),
             timestamp: started_at,
-            attempt_number: p.attempt,
+            attempt_number: attempt,
             outcome: decision.outcome,
             status_code: response.status_code,
             error: response.error.clone(),
@@ -314,6 +356,8 @@ impl Deliverer {
             retry_in_ms = decision.retry_in.map(|d| d.as_millis() as u64),
             "delivery attempt"
         );
+        let waiting = (decision.outcome == Outcome::FailedAttempt).then_some(attempt);
+        self.logged.set(p.meta.id, waiting);
         match decision.outcome {
             Outcome::Success => ack(&msg, AckKind::Ack).await,
             Outcome::FailedAttempt => {
@@ -393,13 +437,14 @@ async fn ack(msg: &jetstream::Message, kind: AckKind) {
 struct Parsed {
     meta: WebhookMeta,
     content_type: Option<String>,
-    attempt: u32,
+    /// JetStream's delivery count.
+    delivered: u32,
 }
 
 impl Parsed {
     fn from_message(msg: &jetstream::Message) -> Result<Parsed, &'static str> {
         let info = msg.info().map_err(|_| "no JetStream metadata")?;
-        let attempt = u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX);
+        let delivered = u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX);
         let stream_seq = info.stream_sequence;
         let subscription_id = msg
             .subject
@@ -426,7 +471,7 @@ impl Parsed {
                 stream_seq: Some(stream_seq),
             },
             content_type: header(queue::HEADER_CONTENT_TYPE),
-            attempt,
+            delivered,
         })
     }
 }

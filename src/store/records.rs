@@ -208,6 +208,16 @@ impl Store {
         .await
     }
 
+    /// How many attempts of a webhook are logged (0 when it has no row).
+    pub async fn logged_attempts(&self, id: WebhookId) -> Result<u32, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT attempts FROM webhooks WHERE id = ?1")?;
+            let n: Option<u32> = stmt.query_row([id.to_string()], |r| r.get(0)).optional()?;
+            Ok(n.unwrap_or(0))
+        })
+        .await
+    }
+
     /// Every attempt of one webhook, oldest first.
     pub async fn webhook_attempts(&self, id: WebhookId) -> Result<Vec<Attempt>, StoreError> {
         self.call(move |conn| {

@@ -22,7 +22,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -479,11 +479,22 @@ impl TestServer {
 
     /// `GET /status/{id}`'s answer once `done(answer)` holds.
     pub async fn wait_status(&self, webhook: &str, done: impl Fn(&Value) -> bool) -> Value {
-        eventually(&format!("status of {webhook}"), DEADLINE, || async {
+        let last = std::sync::Mutex::new(Value::Null);
+        let started = Instant::now();
+        loop {
             let (status, body) = self.call("GET", &format!("/status/{webhook}"), None).await;
-            (status == 200 && done(&body)).then_some(body)
-        })
-        .await
+            if status == 200 && done(&body) {
+                return body;
+            }
+            *last.lock().unwrap() = json!({"http": status, "body": body});
+            if started.elapsed() > DEADLINE {
+                panic!(
+                    "timed out after {DEADLINE:?} waiting for status of {webhook}; last answer: {}",
+                    last.lock().unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Triggers graceful shutdown and waits for `run` to return.
