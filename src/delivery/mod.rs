@@ -198,7 +198,7 @@ impl Deliverer {
                 // batch, and with a short delay: this pull is still open, so
                 // a NAK without delay comes straight back into it, and the
                 // loop would hand the same messages back thousands of times,
-                // inflating their delivery count (the attempt number).
+                // inflating their JetStream delivery count.
                 let mut handed_back = 0;
                 while handed_back < batch {
                     match tokio::time::timeout(Duration::from_millis(20), messages.next()).await {

@@ -120,7 +120,7 @@ pub struct Attempt {
     pub target_url: String,
     /// When the attempt started (UTC).
     pub timestamp: DateTime<Utc>,
-    /// 1 for the first attempt; JetStream's delivery count.
+    /// 1 for the first attempt; 1 + the attempts logged before it.
     pub attempt_number: u32,
     /// What came of it.
     pub outcome: Outcome,
