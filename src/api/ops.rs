@@ -19,13 +19,9 @@ pub fn healthz() -> Answer {
 /// Readiness: SQLite answers a query and the NATS client is connected.
 pub async fn readyz(state: &AppState) -> Result<Answer, ApiError> {
     let sqlite = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) if state.writer.is_failing() => match state.store.probe_write().await {
-            Ok(()) => {
-                state.writer.clear_failing();
-                Ok(())
-            }
-            Err(e) => Err(format!("sqlite: writes are failing ({e})")),
-        },
+        Ok(Ok(())) if state.writer.is_failing() => {
+            Err("sqlite: writes are failing (disk full or I/O error)".to_string())
+        }
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("sqlite: {e}")),
         Err(_) => Err("sqlite: no answer within 2s".to_string()),

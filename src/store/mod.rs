@@ -136,16 +136,6 @@ impl Store {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
-    /// Writes one page (a no-op update): whether SQLite can write at all,
-    /// asked by the readiness probe after the writer failed.
-    pub async fn probe_write(&self) -> Result<(), StoreError> {
-        self.call(|c| {
-            c.execute("UPDATE schema_version SET version = version", [])?;
-            Ok(())
-        })
-        .await
-    }
-
     /// The readiness probe: SQLite answers a query and grants the write
     /// lock (which the attempt writer needs) within the busy timeout.
     pub async fn ping(&self) -> Result<(), StoreError> {

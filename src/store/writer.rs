@@ -6,7 +6,7 @@
 //! would cap throughput at a few thousand rows a second.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -100,9 +100,18 @@ pub struct Writer {
 pub struct WriterStats {
     /// Size of the last committed batch.
     pub last_batch: AtomicUsize,
-    /// Whether the last batch failed to commit (disk full, I/O error).
-    pub failing: AtomicBool,
+    /// When (ms since the epoch) a batch last failed to commit (disk full,
+    /// I/O error); 0 when none has.
+    pub failed_at_ms: AtomicI64,
+    /// When a batch last committed.
+    pub committed_at_ms: AtomicI64,
 }
+
+/// How long a failed commit keeps the writer reported as failing when no
+/// later commit succeeded: held attempts retry their rows every 2 s at most,
+/// so a lasting failure keeps it fresh, and an idle writer is not reported
+/// failing forever on an old error.
+const FAILING_FOR_MS: i64 = 10_000;
 
 impl Writer {
     /// Opens a dedicated connection and starts the writer thread. The thread
@@ -139,15 +148,12 @@ impl Writer {
         self.stats.last_batch.load(Ordering::Relaxed)
     }
 
-    /// Whether the last batch failed to commit: SQLite cannot write.
+    /// Whether SQLite is refusing writes: a commit failed within the last
+    /// few seconds and none succeeded since.
     pub fn is_failing(&self) -> bool {
-        self.stats.failing.load(Ordering::Relaxed)
-    }
-
-    /// Forgets a failure once a probe write succeeded (space came back
-    /// while nothing was written).
-    pub fn clear_failing(&self) {
-        self.stats.failing.store(false, Ordering::Relaxed);
+        let failed = self.stats.failed_at_ms.load(Ordering::Relaxed);
+        let committed = self.stats.committed_at_ms.load(Ordering::Relaxed);
+        failed > committed && Utc::now().timestamp_millis() - failed < FAILING_FOR_MS
     }
 }
 
@@ -163,7 +169,11 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, stats: &WriterStat
         }
         let result = commit(&mut conn, &batch);
         stats.last_batch.store(batch.len(), Ordering::Relaxed);
-        stats.failing.store(result.is_err(), Ordering::Relaxed);
+        let now = Utc::now().timestamp_millis();
+        match &result {
+            Ok(()) => stats.committed_at_ms.store(now, Ordering::Relaxed),
+            Err(_) => stats.failed_at_ms.store(now, Ordering::Relaxed),
+        }
         if let Err(e) = &result {
             tracing::error!(error = %e, rows = batch.len(), "attempt writer: batch not committed");
         }
