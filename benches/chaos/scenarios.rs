@@ -875,10 +875,24 @@ async fn disk_full_inner(
     events.extend(wh.events.iter().copied());
     judge(row, &posts, &rx.arrivals(), &db, &events, drain_from);
     check_succeeded(row, &posts, &db);
+    // Held attempts are kept alive with Progress acks and never redelivered.
+    // Messages the consumer stream had pulled ahead but no worker had
+    // started are not: past the ack wait (30 s) JetStream hands them out
+    // again, so an outage longer than that may duplicate at most that
+    // read-ahead (two pull batches of 256), never loop.
+    let bound = if hold < Duration::from_secs(30) {
+        0
+    } else {
+        2 * 256
+    };
     row.check(
-        "nothing delivered twice while SQLite refused its attempt row",
-        row.duplicates == 0,
-        format!("{} duplicate deliveries", row.duplicates),
+        "no redelivery loop while SQLite refused its attempt row",
+        row.duplicates <= bound,
+        format!(
+            "{} duplicate deliveries (bound {bound} for a {:.0}s outage)",
+            row.duplicates,
+            hold.as_secs_f64()
+        ),
     );
     let (hist, _) = statuses_between(&posts, full_at, freed_at);
     row.note(format!(
