@@ -5,6 +5,9 @@
 //! - `baseline`: a bare hyper server answering 202 (this binary re-executed
 //!   as `bench baseline`), loaded exactly like webhookd: what this machine
 //!   can do at all, so every figure is also a ratio to it;
+//! - `floor`: the baseline plus a JetStream publish awaited before the 202
+//!   (`bench floor`, on its own nats-server): what any server that answers
+//!   only once a webhook is durable in JetStream can do here;
 //! - `ingest`: webhookd (release binary, embedded nats-server, fresh data
 //!   directory) accepting N webhooks at concurrency C, deliveries held;
 //! - `e2e`: first post to last arrival at a fast receiver (`bench receiver`,
@@ -50,13 +53,16 @@ enum Command {
     Run(RunArgs),
     /// Bare hyper server answering 202 (started by `run`).
     Baseline(servers::BaselineArgs),
+    /// Bare hyper server storing each body in JetStream before its 202
+    /// (started by `run`).
+    Floor(servers::FloorArgs),
     /// Recording webhook receiver (started by `run`).
     Receiver(servers::ReceiverArgs),
 }
 
 /// Scenarios in the order they run.
 const SCENARIOS: &[&str] = &[
-    "baseline", "ingest", "e2e", "e2e-half", "retries", "fan-in", "slow",
+    "baseline", "floor", "ingest", "e2e", "e2e-half", "retries", "fan-in", "slow",
 ];
 
 #[derive(Debug, clap::Args)]
@@ -97,7 +103,9 @@ fn main() -> ExitCode {
     // `cargo bench` appends `--bench`; `cargo test --all-targets` runs this
     // binary with no arguments (or test filters): nothing to do then.
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
-    let known = ["run", "baseline", "receiver", "help", "--help", "-h"];
+    let known = [
+        "run", "baseline", "floor", "receiver", "help", "--help", "-h",
+    ];
     if !args.get(1).is_some_and(|a| known.contains(&a.as_str())) {
         println!(
             "bench: nothing to run without a subcommand; use `just bench` or `just bench-quick` \
@@ -109,6 +117,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Baseline(args) => servers::baseline(args).map(|()| true),
+        Command::Floor(args) => servers::floor(args).map(|()| true),
         Command::Receiver(args) => servers::receiver(args).map(|()| true),
     };
     match result {

@@ -121,7 +121,17 @@ fn targets(carry: &Carry) -> Vec<Target> {
             unit: "%",
             at_least: true,
             goal: 50.0,
-            vs_baseline: None,
+            // The JetStream floor bounds what this target can reach.
+            vs_baseline: carry.floor_rate.zip(base).map(|(f, b)| {
+                let of_floor = carry
+                    .ingest_rate
+                    .map(|i| format!("; ingest is {:.0}% of it", i / f * 100.0))
+                    .unwrap_or_default();
+                format!(
+                    "floor (JetStream publish) is {:.0}%{of_floor}",
+                    f / b * 100.0
+                )
+            }),
         },
         Target {
             name: "ingest p99 latency",
@@ -202,6 +212,7 @@ pub async fn run_all(env: &Env, selected: &[&str], out: &Path) -> Result<bool> {
         eprintln!("bench: {name} ...");
         let result = match *name {
             "baseline" => scenarios::baseline(env, &mut carry, &mut checks).await,
+            "floor" => scenarios::floor(env, &mut carry, &mut checks).await,
             "ingest" => scenarios::ingest(env, &mut carry, &mut checks).await,
             "e2e" => scenarios::delivery(env, Kind::EndToEnd, &mut carry, &mut checks).await,
             "e2e-half" => scenarios::delivery(env, Kind::HalfRate, &mut carry, &mut checks).await,

@@ -135,6 +135,7 @@ pub struct Row {
 pub struct Carry {
     pub baseline_rate: Option<f64>,
     pub baseline_rss_kib: Option<u64>,
+    pub floor_rate: Option<f64>,
     pub ingest_rate: Option<f64>,
     pub ingest_p99_ms: Option<f64>,
     pub e2e_rate: Option<f64>,
@@ -621,34 +622,112 @@ pub async fn baseline(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> 
     let mut guard = ChildGuard::spawn("baseline", &mut cmd)?;
     let addr = guard.read_listen_line(Duration::from_secs(15)).await?;
     let procs = vec![("baseline".to_string(), guard.pid()), generator()];
-    let sampler = Sampler::start(procs.clone());
+    let (load, peaks) = load_reference(env, "baseline", addr, &procs).await?;
+    guard.stop(Duration::from_secs(5));
+    load_checks("baseline", &load, checks);
+    carry.baseline_rate = Some(load.accepted_per_s());
+    carry.baseline_rss_kib = peaks.get("baseline").map(|p| p.max_rss_kib);
+    Ok(reference_row(
+        env,
+        "baseline",
+        &load,
+        &peaks,
+        &procs,
+        "bare hyper server answering 202".into(),
+    ))
+}
+
+/// The JetStream floor: the baseline plus a publish to a file-storage
+/// stream on its own nats-server (fresh store on the same disk as
+/// webhookd's), the ack awaited before the 202. DESIGN.md makes every
+/// webhookd ingest pay that; the rest is webhookd's own work.
+pub async fn floor(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Result<Row> {
+    std::fs::create_dir_all(&env.work_dir)
+        .with_context(|| format!("creating {}", env.work_dir.display()))?;
+    // Declared first, removed last: after both processes stopped.
+    let store = tempfile::Builder::new()
+        .prefix("webhookd-data-floor-")
+        .tempdir_in(&env.work_dir)
+        .context("creating the floor's NATS store")?;
+    let port = procs::free_port()?;
+    let mut nats_cmd = Command::new(&env.nats_bin);
+    nats_cmd
+        .args(["-js", "-a", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .arg("-sd")
+        .arg(store.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut nats = ChildGuard::spawn("nats-server", &mut nats_cmd)?;
+    let mut cmd = Command::new(&env.self_exe);
+    cmd.args(["floor", "--listen", "127.0.0.1:0", "--nats-url"])
+        .arg(format!("nats://127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut guard = ChildGuard::spawn("floor", &mut cmd)?;
+    let addr = guard.read_listen_line(Duration::from_secs(30)).await?;
+    let procs = vec![
+        ("floor".to_string(), guard.pid()),
+        ("nats-server".to_string(), nats.pid()),
+        generator(),
+    ];
+    let (load, peaks) = load_reference(env, "floor", addr, &procs).await?;
+    guard.stop(Duration::from_secs(5));
+    nats.stop(Duration::from_secs(5));
+    load_checks("floor", &load, checks);
+    let rate = load.accepted_per_s();
+    carry.floor_rate = Some(rate);
+    let note = match carry.baseline_rate {
+        Some(b) => format!(
+            "{:.0}% of baseline; baseline + JetStream publish, ack awaited",
+            rate / b * 100.0
+        ),
+        None => "baseline + JetStream publish, ack awaited".into(),
+    };
+    Ok(reference_row(env, "floor", &load, &peaks, &procs, note))
+}
+
+/// Loads a reference server like webhookd, sampling `procs`.
+async fn load_reference(
+    env: &Env,
+    tag: &str,
+    addr: SocketAddr,
+    procs: &[(String, u32)],
+) -> Result<(LoadResult, HashMap<String, Peak>)> {
+    let sampler = Sampler::start(procs.to_vec());
     let paths = Arc::new(vec![
         "/ingest/01a226b1-c139-7356-95c3-dfee749c1717".to_string()
     ]);
-    let load = load::run(addr, paths, &load_spec(env, "baseline", env.sizes.n, None)).await?;
-    let peaks = sampler.finish(&procs).await;
-    guard.stop(Duration::from_secs(5));
-    load_checks("baseline", &load, checks);
-    let rate = load.accepted_per_s();
-    carry.baseline_rate = Some(rate);
-    carry.baseline_rss_kib = peaks.get("baseline").map(|p| p.max_rss_kib);
+    let load = load::run(addr, paths, &load_spec(env, tag, env.sizes.n, None)).await?;
+    let peaks = sampler.finish(procs).await;
+    Ok((load, peaks))
+}
+
+fn reference_row(
+    env: &Env,
+    name: &str,
+    load: &LoadResult,
+    peaks: &HashMap<String, Peak>,
+    procs: &[(String, u32)],
+    note: String,
+) -> Row {
     let l = &load.latencies_us;
-    Ok(Row {
-        name: "baseline".into(),
+    Row {
+        name: name.into(),
         n: env.sizes.n,
         c: env.concurrency,
-        rate: Some(rate),
+        rate: Some(load.accepted_per_s()),
         rate_unit: "acc/s",
         p50: ms(quantile(l, 0.5)),
         p95: ms(quantile(l, 0.95)),
         p99: ms(quantile(l, 0.99)),
         lat_kind: "request",
         errors: Some(load.errors()),
-        note: "bare hyper server answering 202".into(),
-        cpu: cpu_of(&peaks, &procs),
-        json: json!({"load": load_json(&load), "rss": peaks_json(&peaks)}),
+        note,
+        cpu: cpu_of(peaks, procs),
+        json: json!({"load": load_json(load), "rss": peaks_json(peaks)}),
         ..Row::default()
-    })
+    }
 }
 
 /// Ingest alone: the receiver holds every delivery (answers after 60 s), so
@@ -674,6 +753,7 @@ pub async fn ingest(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Re
     carry.ingest_rate = Some(rate);
     carry.ingest_p99_ms = ms(quantile(l, 0.99));
     let ratio = carry.baseline_rate.map(|b| rate / b);
+    let of_floor = carry.floor_rate.map(|f| rate / f);
     Ok(Row {
         name: "ingest".into(),
         n: env.sizes.n,
@@ -685,14 +765,20 @@ pub async fn ingest(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Re
         p99: ms(quantile(l, 0.99)),
         lat_kind: "request",
         errors: Some(load.errors()),
-        note: match ratio {
-            Some(r) => format!("{:.0}% of baseline; deliveries held", r * 100.0),
-            None => "deliveries held".into(),
+        note: match (ratio, of_floor) {
+            (Some(r), Some(f)) => format!(
+                "{:.0}% of baseline, {:.0}% of floor; deliveries held",
+                r * 100.0,
+                f * 100.0
+            ),
+            (Some(r), None) => format!("{:.0}% of baseline; deliveries held", r * 100.0),
+            _ => "deliveries held".into(),
         },
         cpu: cpu_of(&peaks, &procs),
         json: json!({
             "load": load_json(&load),
             "ratio_to_baseline": ratio,
+            "ratio_to_floor": of_floor,
             "rss": peaks_json(&peaks),
             "clean_exit": clean,
         }),

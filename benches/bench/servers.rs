@@ -1,6 +1,6 @@
-//! The two servers the benchmark re-executes itself as (`bench baseline`,
-//! `bench receiver`), each a separate process so its CPU use, scheduling
-//! and memory are its own, as the real parts would be.
+//! The servers the benchmark re-executes itself as (`bench baseline`,
+//! `bench floor`, `bench receiver`), each a separate process so its CPU use,
+//! scheduling and memory are its own, as the real parts would be.
 //!
 //! Both print `LISTENING <addr>` as their first stdout line and then serve
 //! until they are stopped, their parent dies (PDEATHSIG) or their maximum
@@ -38,6 +38,21 @@ pub struct BaselineArgs {
     /// Loopback address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// The process ends by itself after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub max_lifetime_s: u64,
+}
+
+/// `bench floor`: the bare baseline plus what DESIGN.md requires before a
+/// 202: the body stored in JetStream and the store acknowledged.
+#[derive(Debug, clap::Args)]
+pub struct FloorArgs {
+    /// Loopback address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// The nats-server to publish to (loopback).
+    #[arg(long)]
+    pub nats_url: String,
     /// The process ends by itself after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub max_lifetime_s: u64,
@@ -81,10 +96,21 @@ impl Mode {
     }
 }
 
+fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime> {
+    if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    }
+    .enable_all()
+    .build()
+    .context("starting the runtime")
+}
+
 /// Binds, announces the address, and serves `handler` on every connection.
 fn serve<F, Fut>(
+    rt: tokio::runtime::Runtime,
     listen: SocketAddr,
-    multi_thread: bool,
     max_lifetime: Duration,
     handler: F,
 ) -> Result<()>
@@ -93,14 +119,6 @@ where
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     ensure_loopback(listen)?;
-    let rt = if multi_thread {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    }
-    .enable_all()
-    .build()
-    .context("starting the runtime")?;
     rt.block_on(async move {
         let listener = TcpListener::bind(listen)
             .await
@@ -145,20 +163,94 @@ where
 /// webhookd's. Multi-threaded like webhookd's runtime.
 pub fn baseline(args: BaselineArgs) -> Result<()> {
     serve(
+        runtime(true)?,
         args.listen,
-        true,
         Duration::from_secs(args.max_lifetime_s),
         |req: Request<Incoming>| async move {
             let _ = req.into_body().collect().await;
-            let mut resp = Response::new(Full::new(Bytes::from_static(ACCEPTED)));
-            *resp.status_mut() = StatusCode::ACCEPTED;
-            resp.headers_mut().insert(
-                CONTENT_TYPE,
-                "application/json".parse().expect("static header"),
-            );
-            resp
+            answer(StatusCode::ACCEPTED, ACCEPTED)
         },
     )
+}
+
+fn answer(status: StatusCode, body: &'static [u8]) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Runs the JetStream floor: read the body, publish it to a file-storage
+/// stream configured like webhookd's (subject per subscription, a
+/// `Nats-Msg-Id` for deduplication, discard new at a size cap), await the
+/// stream's ack, answer 202. No validation, no lookup, no SQLite: what any
+/// server that answers only once a webhook is durable in JetStream costs on
+/// this machine, so webhookd's ingest can be stated as a share of it.
+pub fn floor(args: FloorArgs) -> Result<()> {
+    let rt = runtime(true)?;
+    let js = rt.block_on(floor_stream(&args.nats_url))?;
+    serve(
+        rt,
+        args.listen,
+        Duration::from_secs(args.max_lifetime_s),
+        move |req: Request<Incoming>| {
+            let js = js.clone();
+            async move {
+                let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
+                    return answer(StatusCode::BAD_REQUEST, br#"{"error":"body"}"#);
+                };
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+                let stored = async {
+                    js.publish_with_headers(FLOOR_SUBJECT, headers, body)
+                        .await?
+                        .await
+                        .map_err(anyhow::Error::from)
+                };
+                match stored.await {
+                    Ok(_) => answer(StatusCode::ACCEPTED, ACCEPTED),
+                    Err(_) => answer(StatusCode::SERVICE_UNAVAILABLE, br#"{"error":"queue"}"#),
+                }
+            }
+        },
+    )
+}
+
+/// The floor's subject: one, like the ingest scenario's one subscription.
+const FLOOR_SUBJECT: &str = "webhooks.01a226b1-c139-7356-95c3-dfee749c1717";
+
+/// Connects (the server may still be starting) and creates the stream.
+async fn floor_stream(url: &str) -> Result<async_nats::jetstream::Context> {
+    use async_nats::jetstream::stream;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let client = loop {
+        match async_nats::connect(url).await {
+            Ok(c) => break c,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("bench floor: connecting to {url}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("connecting to {url}")),
+        }
+    };
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(stream::Config {
+        name: "WEBHOOKS".into(),
+        subjects: vec!["webhooks.>".into()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::New,
+        max_age: Duration::from_secs(72 * 3600),
+        max_bytes: 1 << 30,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the stream: {e}"))?;
+    Ok(js)
 }
 
 /// One delivery seen by the receiver.
@@ -196,8 +288,8 @@ pub fn receiver(args: ReceiverArgs) -> Result<()> {
     let mode = args.mode;
     let delay = Duration::from_millis(args.delay_ms);
     serve(
+        runtime(false)?,
         args.listen,
-        false,
         Duration::from_secs(args.max_lifetime_s),
         move |req: Request<Incoming>| {
             let state = state.clone();
