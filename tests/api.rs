@@ -1430,3 +1430,50 @@ fn help_lists_every_option_with_its_default() {
         assert!(help.contains(&flag), "--help lacks `{flag}`");
     }
 }
+
+/// Ingest answers 202 without waiting for the webhook's pending row to be
+/// committed (the webhook is durable in JetStream; the row is queued to the
+/// batched writer). A status read right after the 202 must still find it:
+/// `GET /status` flushes the writer before it answers 404. Here the writer
+/// is held up by another connection holding SQLite's write lock for 1 s
+/// (less than the busy timeout), so the row cannot be committed yet when
+/// the status is asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_right_after_ingest_finds_the_webhook() {
+    let nats = TestNats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
+    // Holds each delivery for a while: the status stays pending or delivering.
+    let receiver = Receiver::scripted(|_, _| Reply {
+        delay: Duration::from_secs(2),
+        ..Reply::status(200)
+    })
+    .await;
+    let sub = server
+        .subscribe(json!({"target_url": receiver.url()}))
+        .await;
+
+    let db = dir.path().join("webhookd.db");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+
+    let (code, answer) = server.ingest(&sub, r#"{"n": 1}"#, &[]).await;
+    assert_eq!(code, 202, "{answer}");
+    let id = answer["webhook_id"].as_str().unwrap().to_string();
+    let (code, status) = server.call("GET", &format!("/status/{id}"), None).await;
+    assert_eq!(code, 200, "status of {id} right after its 202: {status}");
+    assert!(
+        status["status"] == "pending" || status["status"] == "delivering",
+        "{status}"
+    );
+    assert_eq!(status["webhook_id"], id.as_str(), "{status}");
+    holder.join().unwrap();
+    server.stop().await.unwrap();
+}

@@ -6,6 +6,7 @@ use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Request, StatusCode};
 use serde::de::IgnoredAny;
+use serde::Serialize;
 use serde_json::json;
 
 use super::response::{json, read_body, Answer, ApiError};
@@ -81,7 +82,7 @@ async fn accept(
     let subscription_id =
         SubscriptionId::parse(raw_id).ok_or_else(|| ApiError::bad_id("subscription", raw_id))?;
     tracing::Span::current().record("subscription_id", tracing::field::display(subscription_id));
-    let headers = req.headers().clone();
+    let headers = req.headers();
     let header = |name: &str| -> Result<Option<String>, ApiError> {
         match headers.get(name) {
             None => Ok(None),
@@ -97,6 +98,10 @@ async fn accept(
     let event_type = header("x-event-type")?.filter(|t| !t.is_empty());
     let idempotency_key = header("idempotency-key")?.filter(|k| !k.is_empty());
     let content_type = header(CONTENT_TYPE.as_str())?;
+    let signature = headers
+        .get("x-signature")
+        .or_else(|| headers.get("x-hub-signature-256"))
+        .map(|v| v.to_str().unwrap_or_default().to_string());
 
     let body = read_body(req, state.max_body).await?;
     let sub =
@@ -118,11 +123,7 @@ async fn accept(
     }
 
     if let Some(secret) = &sub.secret {
-        let given = headers
-            .get("x-signature")
-            .or_else(|| headers.get("x-hub-signature-256"))
-            .and_then(|v| v.to_str().ok());
-        match given {
+        match signature.as_deref() {
             None => {
                 return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -203,18 +204,32 @@ async fn accept(
     tracing::debug!(webhook_id = %id, duplicate = published.duplicate, "webhook accepted");
     Ok(json(
         StatusCode::ACCEPTED,
-        &json!({"webhook_id": id, "status": "pending", "duplicate": published.duplicate}),
+        &Accepted {
+            webhook_id: id,
+            status: "pending",
+            duplicate: published.duplicate,
+        },
     ))
 }
 
-/// Writes the webhook's first row. The webhook is already durable in
-/// JetStream when this runs: a failure here is logged, not answered, since
-/// the webhook will be delivered (and its row written by its first attempt).
+/// The 202 body of a queued webhook.
+#[derive(Serialize)]
+struct Accepted {
+    webhook_id: WebhookId,
+    status: &'static str,
+    duplicate: bool,
+}
+
+/// Queues the webhook's first row without waiting for its commit. The
+/// webhook is already durable in JetStream when this runs, and its first
+/// attempt writes the row too: a row lost to a failed commit or a crash is
+/// repaired then, so ingest does not wait on SQLite. (`GET /status` flushes
+/// the writer before it answers 404.)
 async fn record_pending(state: &AppState, meta: WebhookMeta) {
     let id = meta.id;
     let status = WebhookStatus::Pending;
-    if let Err(e) = state.writer.write(Write::Webhook { meta, status }).await {
-        tracing::error!(error = %e, webhook_id = %id, "webhook row not written at ingest");
+    if let Err(e) = state.writer.enqueue(Write::Webhook { meta, status }).await {
+        tracing::error!(error = %e, webhook_id = %id, "webhook row not queued at ingest");
     }
 }
 

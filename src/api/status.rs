@@ -13,7 +13,14 @@ use crate::store::records::WebhookStatus;
 /// `GET /status/{webhook_id}`: summary and every attempt, oldest first.
 pub async fn webhook_status(state: &AppState, raw_id: &str) -> Result<Answer, ApiError> {
     let id = WebhookId::parse(raw_id).ok_or_else(|| ApiError::bad_id("webhook", raw_id))?;
-    let Some(record) = state.store.webhook(id).await? else {
+    let mut found = state.store.webhook(id).await?;
+    if found.is_none() {
+        // Ingest does not wait for the pending row's commit: it may still be
+        // queued in the writer.
+        state.writer.flush().await?;
+        found = state.store.webhook(id).await?;
+    }
+    let Some(record) = found else {
         return Err(ApiError::not_found(format!(
             "no webhook with id {id} (unknown, or purged after the retention period)"
         )));

@@ -86,7 +86,12 @@ pub enum Write {
     },
 }
 
-type Request = (Write, oneshot::Sender<Result<(), StoreError>>);
+/// A write (None: a flush barrier) and whom to tell of its commit (None:
+/// nobody waits).
+type Request = (
+    Option<Write>,
+    Option<oneshot::Sender<Result<(), StoreError>>>,
+);
 
 /// Sending side of the writer; clones share the one thread.
 #[derive(Clone)]
@@ -130,9 +135,30 @@ impl Writer {
 
     /// Queues a write and waits until it is committed (or failed).
     pub async fn write(&self, write: Write) -> Result<(), StoreError> {
+        self.send_and_wait(Some(write)).await
+    }
+
+    /// Queues a write without waiting for its commit (only for room in the
+    /// queue). For rows that something else repairs if they are lost: the
+    /// pending row of a webhook already durable in JetStream, which its
+    /// first attempt writes anyway. A failed commit is logged by the writer.
+    pub async fn enqueue(&self, write: Write) -> Result<(), StoreError> {
+        self.tx
+            .send((Some(write), None))
+            .await
+            .map_err(|_| StoreError::WriterClosed)
+    }
+
+    /// Waits until every write queued before this call is committed (or
+    /// failed): readers call it before concluding a row does not exist.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.send_and_wait(None).await
+    }
+
+    async fn send_and_wait(&self, write: Option<Write>) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send((write, done))
+            .send((write, Some(done)))
             .await
             .map_err(|_| StoreError::WriterClosed)?;
         wait.await.map_err(|_| StoreError::WriterClosed)?
@@ -157,16 +183,34 @@ impl Writer {
     }
 }
 
+/// Under load (the last batch had at least this many rows), a smaller batch
+/// waits [`GATHER_WAIT`] for more before it commits: a commit rewrites the
+/// same few hot pages whatever its size, so fewer, larger commits cost far
+/// less per row. An idle writer commits a lone row at once.
+const GATHER_BELOW: usize = 256;
+/// See [`GATHER_BELOW`].
+const GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
+fn drain_into(rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(req) => batch.push(req),
+            Err(_) => break,
+        }
+    }
+}
+
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, stats: &WriterStats) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
+    let mut last_len = 0;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(req) => batch.push(req),
-                Err(_) => break,
-            }
+        drain_into(&mut rx, &mut batch);
+        if last_len >= 8 && batch.len() < GATHER_BELOW {
+            std::thread::sleep(GATHER_WAIT);
+            drain_into(&mut rx, &mut batch);
         }
+        last_len = batch.len();
         let result = commit(&mut conn, &batch);
         stats.last_batch.store(batch.len(), Ordering::Relaxed);
         let now = Utc::now().timestamp_millis();
@@ -178,6 +222,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, stats: &WriterStat
             tracing::error!(error = %e, rows = batch.len(), "attempt writer: batch not committed");
         }
         for (_, done) in batch.drain(..) {
+            let Some(done) = done else { continue };
             let reply = match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(StoreError::Task(format!("batch not committed: {e}"))),
@@ -192,7 +237,9 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, stats: &WriterStat
 fn commit(conn: &mut Connection, batch: &[Request]) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     for (write, _) in batch {
-        apply(&tx, write)?;
+        if let Some(write) = write {
+            apply(&tx, write)?;
+        }
     }
     tx.commit()?;
     Ok(())
