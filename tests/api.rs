@@ -1453,16 +1453,7 @@ async fn status_right_after_ingest_finds_the_webhook() {
         .subscribe(json!({"target_url": receiver.url()}))
         .await;
 
-    let db = dir.path().join("webhookd.db");
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let holder = std::thread::spawn(move || {
-        let conn = rusqlite::Connection::open(db).unwrap();
-        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        locked_tx.send(()).unwrap();
-        std::thread::sleep(Duration::from_secs(1));
-        conn.execute_batch("ROLLBACK").unwrap();
-    });
-    locked_rx.recv().unwrap();
+    let holder = hold_write_lock(dir.path().join("webhookd.db"), Duration::from_secs(1));
 
     let (code, answer) = server.ingest(&sub, r#"{"n": 1}"#, &[]).await;
     assert_eq!(code, 202, "{answer}");

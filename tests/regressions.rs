@@ -49,16 +49,7 @@ async fn attempt_row_refused_by_sqlite_is_retried_not_redelivered() {
 
     // Hold SQLite's write lock for 7 s: the attempt's row (ready at about
     // 0.5 s) fails after the 5 s busy timeout, then must wait for the lock.
-    let db = dir.path().join("webhookd.db");
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let holder = std::thread::spawn(move || {
-        let conn = rusqlite::Connection::open(db).unwrap();
-        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        locked_tx.send(()).unwrap();
-        std::thread::sleep(Duration::from_secs(7));
-        conn.execute_batch("ROLLBACK").unwrap();
-    });
-    locked_rx.recv().unwrap();
+    let holder = hold_write_lock(dir.path().join("webhookd.db"), Duration::from_secs(7));
 
     let status = server
         .wait_status(&id, |s| s["status"] == "succeeded")

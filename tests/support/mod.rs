@@ -31,6 +31,25 @@ use webhookd::config::Config;
 /// Default deadline of `eventually`.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Holds SQLite's write lock on `db` from another connection for `hold`,
+/// as a full disk or another process would refuse webhookd's writes (past
+/// the 5 s busy timeout) or delay them (under it). Returns once the lock is
+/// taken; join the handle to wait for its release.
+pub fn hold_write_lock(db: PathBuf, hold: Duration) -> std::thread::JoinHandle<()> {
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(db).expect("open the database");
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .expect("take the write lock");
+        locked_tx.send(()).expect("tell the test");
+        std::thread::sleep(hold);
+        conn.execute_batch("ROLLBACK")
+            .expect("release the write lock");
+    });
+    locked_rx.recv().expect("the lock holder started");
+    holder
+}
+
 /// The nats-server binary: `NATS_SERVER_BIN`, else the repository's
 /// `.tools/bin/nats-server` (installed by `just install-nats`), else PATH.
 pub fn nats_server_bin() -> PathBuf {
