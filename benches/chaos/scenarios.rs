@@ -879,11 +879,12 @@ async fn disk_full_inner(
     // Messages the consumer stream had pulled ahead but no worker had
     // started are not: past the ack wait (30 s) JetStream hands them out
     // again, so an outage longer than that may duplicate at most that
-    // read-ahead (two pull batches of 256), never loop.
+    // read-ahead (two pull batches of 64, the batch webhookd uses with its
+    // default 256 workers), never loop.
     let bound = if hold < Duration::from_secs(30) {
         0
     } else {
-        2 * 256
+        2 * 64
     };
     row.check(
         "no redelivery loop while SQLite refused its attempt row",
