@@ -332,7 +332,7 @@ impl Deliverer {
             .and_then(|d| chrono::Duration::from_std(d).ok())
             .map(|d| Utc::now() + d);
         let duration_ms = response.duration.as_millis() as u64;
-        let write = Write::Attempt(Box::new(AttemptWrite {
+        let write = Write::Attempt(Arc::new(AttemptWrite {
             webhook: p.meta.clone(),
             target_url: sub.target_url.clone(),
             timestamp: started_at,

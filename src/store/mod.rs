@@ -71,17 +71,22 @@ pub struct Store {
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Pragmas every connection runs: WAL for concurrent readers, NORMAL sync
-/// (durable at checkpoints, safe against corruption), a busy timeout instead
-/// of immediate SQLITE_BUSY, and foreign keys enforced.
+/// (durable at checkpoints, safe against corruption), and foreign keys
+/// enforced. With [`BUSY_TIMEOUT`] instead of immediate SQLITE_BUSY.
 const CONNECTION_PRAGMAS: &str = "PRAGMA journal_mode = WAL;
      PRAGMA synchronous = NORMAL;
-     PRAGMA busy_timeout = 5000;
      PRAGMA foreign_keys = ON;";
+
+/// Sets up a new connection: the busy timeout and the pragmas.
+fn init_connection(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.execute_batch(CONNECTION_PRAGMAS)
+}
 
 /// Opens a connection with the standard pragmas; used by the writer thread.
 pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
-    conn.execute_batch(CONNECTION_PRAGMAS)?;
+    let mut conn = Connection::open(path)?;
+    init_connection(&mut conn)?;
     Ok(conn)
 }
 
@@ -103,8 +108,7 @@ impl Store {
         migrations::apply(&mut conn, path)?;
         drop(conn);
 
-        let manager =
-            SqliteConnectionManager::file(path).with_init(|c| c.execute_batch(CONNECTION_PRAGMAS));
+        let manager = SqliteConnectionManager::file(path).with_init(init_connection);
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(1))

@@ -75,8 +75,9 @@ pub enum Write {
         /// `Pending` or `Filtered`.
         status: WebhookStatus,
     },
-    /// A delivery attempt and the webhook's new summary.
-    Attempt(Box<AttemptWrite>),
+    /// A delivery attempt and the webhook's new summary (shared: a worker
+    /// keeps it to retry the write while SQLite refuses it).
+    Attempt(Arc<AttemptWrite>),
     /// A webhook dropped without an attempt (its subscription is gone).
     Dropped {
         /// The webhook.
