@@ -133,32 +133,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn find_nats(arg: Option<PathBuf>) -> PathBuf {
-    if let Some(bin) = arg.filter(|b| !b.as_os_str().is_empty()) {
-        return bin;
-    }
-    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN").filter(|b| !b.is_empty()) {
-        return PathBuf::from(bin);
-    }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/nats-server");
-    if local.exists() {
-        return local;
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("nats-server").exists()))
-        .unwrap_or(false);
-    if !on_path && std::path::Path::new("/usr/sbin/nats-server").exists() {
-        return PathBuf::from("/usr/sbin/nats-server");
-    }
-    PathBuf::from("nats-server")
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
 fn run(args: RunArgs, private_mounts: bool) -> Result<bool> {
     for name in &args.only {
         if !SCENARIOS.contains(&name.as_str()) {
@@ -180,8 +154,8 @@ fn run(args: RunArgs, private_mounts: bool) -> Result<bool> {
         n: args.n,
         concurrency: args.concurrency.max(1),
         webhookd_bin: args.webhookd_bin.clone(),
-        nats_bin: find_nats(args.nats_server_bin.clone()),
-        work_dir: target_dir().join("chaos").join("tmp"),
+        nats_bin: procs::find_nats(args.nats_server_bin.clone()),
+        work_dir: procs::target_dir().join("chaos").join("tmp"),
         ci: std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
     };
     let selected: Vec<&str> = SCENARIOS

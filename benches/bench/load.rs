@@ -23,6 +23,40 @@ use tokio::task::JoinSet;
 
 use crate::procs::ensure_loopback;
 
+/// Waits until webhookd at `addr` answers `GET /readyz` with a 2xx.
+/// `exited` tells whether its process ended meanwhile; the tail of `log`
+/// goes into the error either way.
+pub async fn wait_ready(
+    addr: SocketAddr,
+    log: &std::path::Path,
+    limit: Duration,
+    mut exited: impl FnMut() -> Option<std::process::ExitStatus>,
+) -> Result<()> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(status) = exited() {
+            anyhow::bail!(
+                "webhookd exited ({status}) before it was ready:\n{}",
+                crate::procs::tail(log, 20)
+            );
+        }
+        if let Ok(mut conn) = Conn::connect(addr).await {
+            if let Ok((status, _)) = conn.get("/readyz").await {
+                if status.is_success() {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > until {
+            anyhow::bail!(
+                "webhookd not ready within {limit:?}:\n{}",
+                crate::procs::tail(log, 20)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Time one request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time to open a connection.

@@ -130,33 +130,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Where `target/` is.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-fn find_nats(arg: Option<PathBuf>) -> PathBuf {
-    if let Some(bin) = arg.filter(|b| !b.as_os_str().is_empty()) {
-        return bin;
-    }
-    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN").filter(|b| !b.is_empty()) {
-        return PathBuf::from(bin);
-    }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/nats-server");
-    if local.exists() {
-        return local;
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("nats-server").exists()))
-        .unwrap_or(false);
-    if !on_path && std::path::Path::new("/usr/sbin/nats-server").exists() {
-        return PathBuf::from("/usr/sbin/nats-server");
-    }
-    PathBuf::from("nats-server")
-}
-
 /// Runs the scenarios; Ok(false) when a correctness check failed.
 fn run(args: RunArgs) -> Result<bool> {
     for name in &args.only {
@@ -178,8 +151,8 @@ fn run(args: RunArgs) -> Result<bool> {
         delivery_concurrency: args.delivery_concurrency,
         self_exe: std::env::current_exe().context("finding the bench binary")?,
         webhookd_bin: args.webhookd_bin.clone(),
-        nats_bin: find_nats(args.nats_server_bin.clone()),
-        work_dir: target_dir().join("bench").join("tmp"),
+        nats_bin: procs::find_nats(args.nats_server_bin.clone()),
+        work_dir: procs::target_dir().join("bench").join("tmp"),
     };
     if !env.webhookd_bin.exists() {
         bail!(
@@ -193,7 +166,7 @@ fn run(args: RunArgs) -> Result<bool> {
         } else {
             "results.json"
         };
-        target_dir().join("bench").join(file)
+        procs::target_dir().join("bench").join(file)
     });
     let selected: Vec<&str> = SCENARIOS
         .iter()

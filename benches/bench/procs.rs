@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -382,4 +382,34 @@ pub fn remove_stale_dirs(dir: &Path, prefix: &str) {
         }
         let _ = std::fs::remove_dir_all(&path);
     }
+}
+
+/// Where `target/` is.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// The nats-server binary: the flag, else `NATS_SERVER_BIN`, else the
+/// repository's `.tools/bin/nats-server`, else `nats-server` on PATH, else
+/// Debian's `/usr/sbin/nats-server`.
+pub fn find_nats(arg: Option<PathBuf>) -> PathBuf {
+    if let Some(bin) = arg.filter(|b| !b.as_os_str().is_empty()) {
+        return bin;
+    }
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN").filter(|b| !b.is_empty()) {
+        return PathBuf::from(bin);
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/nats-server");
+    if local.exists() {
+        return local;
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("nats-server").exists()))
+        .unwrap_or(false);
+    if !on_path && std::path::Path::new("/usr/sbin/nats-server").exists() {
+        return PathBuf::from("/usr/sbin/nats-server");
+    }
+    PathBuf::from("nats-server")
 }

@@ -294,29 +294,8 @@ impl Webhookd {
     }
 
     async fn wait_ready(&mut self, limit: Duration) -> Result<()> {
-        let until = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.guard.exited() {
-                bail!(
-                    "webhookd exited ({status}) before it was ready:\n{}",
-                    procs::tail(&self.log, 20)
-                );
-            }
-            if let Ok(mut conn) = Conn::connect(self.addr).await {
-                if let Ok((status, _)) = conn.get("/readyz").await {
-                    if status.is_success() {
-                        return Ok(());
-                    }
-                }
-            }
-            if Instant::now() > until {
-                bail!(
-                    "webhookd not ready within {limit:?}:\n{}",
-                    procs::tail(&self.log, 20)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (addr, log) = (self.addr, self.log.clone());
+        load::wait_ready(addr, &log, limit, || self.guard.exited()).await
     }
 
     fn alive(&mut self) -> Result<()> {

@@ -177,6 +177,26 @@ fn stop_clean(wh: &mut Webhookd, row: &mut Row) -> Result<()> {
     Ok(())
 }
 
+/// Stops webhookd gracefully, reads its SQLite file and judges the run:
+/// every 202 delivered, attempt rows against what the receiver saw,
+/// duplicates, and every accepted webhook `succeeded`. `events` are faults
+/// outside webhookd's own (NATS kills, the disk filling), if any.
+fn stop_and_judge(
+    wh: &mut Webhookd,
+    row: &mut Row,
+    posts: &[Post],
+    rx: &Receiver,
+    mut events: Vec<Event>,
+    drain_from: u64,
+) -> Result<()> {
+    stop_clean(wh, row)?;
+    let db = Db::read(&wh.db)?;
+    events.extend(wh.events.iter().copied());
+    judge(row, posts, &rx.arrivals(), &db, &events, drain_from);
+    check_succeeded(row, posts, &db);
+    Ok(())
+}
+
 /// Random points of a load, as fractions in (lo, hi), sorted, apart by
 /// at least `gap`.
 fn points(rng: &mut Rng, count: usize, lo: f64, hi: f64, gap: f64) -> Vec<f64> {
@@ -239,17 +259,7 @@ pub async fn webhookd_kill9(env: &Env) -> Result<Row> {
     let accepted = accepted_ids(&posts);
     wait_all_ok(&mut wh, &rx, &accepted, DELIVERY_LIMIT, &mut row).await?;
     let drain_from = last_event(&wh.events, Fault::WebhookdStarted).max(last_answer_us(&posts));
-    stop_clean(&mut wh, &mut row)?;
-    let db = Db::read(&wh.db)?;
-    judge(
-        &mut row,
-        &posts,
-        &rx.arrivals(),
-        &db,
-        &wh.events,
-        drain_from,
-    );
-    check_succeeded(&mut row, &posts, &db);
+    stop_and_judge(&mut wh, &mut row, &posts, &rx, Vec::new(), drain_from)?;
     row.check(
         "three kills during the ingest",
         kills == 3,
@@ -352,12 +362,8 @@ pub async fn nats_kill9(env: &Env, embedded: bool) -> Result<Row> {
     wait_all_ok(&mut wh, &rx, &accepted, DELIVERY_LIMIT, &mut row).await?;
     let drain_from = windows[1].ready.max(last_answer_us(&posts));
     wh.ensure_alive()?;
-    stop_clean(&mut wh, &mut row)?;
-    let db = Db::read(&wh.db)?;
+    stop_and_judge(&mut wh, &mut row, &posts, &rx, events, drain_from)?;
     let arrivals = rx.arrivals();
-    events.extend(wh.events.iter().copied());
-    judge(&mut row, &posts, &arrivals, &db, &events, drain_from);
-    check_succeeded(&mut row, &posts, &db);
 
     // Ingest while the server was down (202s there are counted and must be
     // delivered), and until webhookd was ready again (503s expected).
@@ -870,11 +876,7 @@ async fn disk_full_inner(
         ),
     );
     let drain_from = freed_at.max(last_answer_us(&posts));
-    stop_clean(&mut wh, row)?;
-    let db = Db::read(&wh.db)?;
-    events.extend(wh.events.iter().copied());
-    judge(row, &posts, &rx.arrivals(), &db, &events, drain_from);
-    check_succeeded(row, &posts, &db);
+    stop_and_judge(&mut wh, row, &posts, &rx, events, drain_from)?;
     // Held attempts are kept alive with Progress acks and never redelivered.
     // Messages the consumer stream had pulled ahead but no worker had
     // started are not: past the ack wait (30 s) JetStream hands them out
@@ -967,17 +969,7 @@ pub async fn sigterm(env: &Env) -> Result<Row> {
     let accepted = accepted_ids(&posts);
     wait_all_ok(&mut wh, &rx, &accepted, DELIVERY_LIMIT, &mut row).await?;
     let drain_from = last_event(&wh.events, Fault::WebhookdStarted).max(last_answer_us(&posts));
-    stop_clean(&mut wh, &mut row)?;
-    let db = Db::read(&wh.db)?;
-    judge(
-        &mut row,
-        &posts,
-        &rx.arrivals(),
-        &db,
-        &wh.events,
-        drain_from,
-    );
-    check_succeeded(&mut row, &posts, &db);
+    stop_and_judge(&mut wh, &mut row, &posts, &rx, Vec::new(), drain_from)?;
     let (hist, _) = statuses_between(&posts, 0, u64::MAX);
     row.note(format!("ingest answers: {}", hist_text(&hist)));
     Ok(row)
@@ -1024,17 +1016,7 @@ pub async fn sigstop(env: &Env) -> Result<Row> {
     let accepted = accepted_ids(&posts);
     wait_all_ok(&mut wh, &rx, &accepted, DELIVERY_LIMIT, &mut row).await?;
     let drain_from = last_event(&wh.events, Fault::WebhookdCont).max(last_answer_us(&posts));
-    stop_clean(&mut wh, &mut row)?;
-    let db = Db::read(&wh.db)?;
-    judge(
-        &mut row,
-        &posts,
-        &rx.arrivals(),
-        &db,
-        &wh.events,
-        drain_from,
-    );
-    check_succeeded(&mut row, &posts, &db);
+    stop_and_judge(&mut wh, &mut row, &posts, &rx, Vec::new(), drain_from)?;
     let stop_at = last_event(&wh.events, Fault::WebhookdStop);
     let cont_at = last_event(&wh.events, Fault::WebhookdCont);
     let (hist, _) = statuses_between(&posts, stop_at, cont_at + 2_000_000);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::load::{now_us, Conn};
+use crate::load::{self, now_us, Conn};
 use crate::procs::{self, ChildGuard};
 
 /// What happened to a process, and when (µs since the epoch).
@@ -167,29 +167,8 @@ impl Webhookd {
     }
 
     async fn wait_ready(&mut self, limit: Duration) -> Result<()> {
-        let until = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.exited() {
-                bail!(
-                    "webhookd exited ({status}) before it was ready:\n{}",
-                    procs::tail(&self.log, 20)
-                );
-            }
-            if let Ok(mut conn) = Conn::connect(self.addr).await {
-                if let Ok((status, _)) = conn.get("/readyz").await {
-                    if status.is_success() {
-                        return Ok(());
-                    }
-                }
-            }
-            if Instant::now() > until {
-                bail!(
-                    "webhookd not ready within {limit:?}:\n{}",
-                    procs::tail(&self.log, 20)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (addr, log) = (self.addr, self.log.clone());
+        load::wait_ready(addr, &log, limit, || self.exited()).await
     }
 
     /// The exit status, if the process has exited.
