@@ -1457,7 +1457,7 @@ async fn status_right_after_ingest_finds_the_webhook() {
 
     let (code, answer) = server.ingest(&sub, r#"{"n": 1}"#, &[]).await;
     assert_eq!(code, 202, "{answer}");
-    let id = answer["webhook_id"].as_str().unwrap().to_string();
+    let id = webhook_id(&answer);
     let (code, status) = server.call("GET", &format!("/status/{id}"), None).await;
     assert_eq!(code, 200, "status of {id} right after its 202: {status}");
     assert!(

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -26,33 +26,8 @@ fn inbound_sig_str(secret: &str, body: &str) -> String {
     inbound_signature(secret, body.as_bytes())
 }
 
-/// Asserts that `receiver` keeps exactly `expected` requests for `window`,
-/// polling every 20 ms. Only called once the status API shows the system is
-/// past the point where a further delivery could be scheduled; the window is
-/// a bounded extra observation (a few times the largest schedule step).
-async fn assert_count_stays(receiver: &Receiver, expected: usize, window: Duration) {
-    let started = Instant::now();
-    while started.elapsed() < window {
-        assert_eq!(
-            receiver.count(),
-            expected,
-            "unexpected delivery {:?} after the system settled",
-            started.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(receiver.count(), expected);
-}
-
 fn gap(got: &[Received], i: usize) -> Duration {
     got[i].at.duration_since(got[i - 1].at)
-}
-
-fn webhook_id(answer: &Value) -> String {
-    answer["webhook_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no webhook_id in {answer}"))
-        .to_string()
 }
 
 fn outcomes(status: &Value) -> Vec<&str> {

@@ -31,13 +31,6 @@ fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-fn webhook_id(answer: &Value) -> String {
-    answer["webhook_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no webhook_id in {answer}"))
-        .to_string()
-}
-
 /// A connection of the test's own to webhookd's SQLite file.
 fn open_db(path: &Path) -> Connection {
     let conn = Connection::open(path).expect("open the SQLite file");

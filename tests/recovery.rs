@@ -19,13 +19,6 @@ const RECOVERY_DEADLINE: Duration = Duration::from_secs(90);
 /// Webhook ids the receiver answered with a 2xx, shared with its script.
 type Answered = Arc<Mutex<HashSet<String>>>;
 
-fn webhook_id(answer: &Value) -> String {
-    answer["webhook_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no webhook_id in {answer}"))
-        .to_string()
-}
-
 /// Waits until every id in `ids` was answered 2xx by the receiver and its
 /// status is `succeeded`.
 async fn wait_all_delivered(server: &TestServer, answered: &Answered, ids: &[String]) {

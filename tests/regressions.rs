@@ -5,15 +5,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use support::*;
-
-fn webhook_id(answer: &Value) -> String {
-    answer["webhook_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no webhook_id in {answer}"))
-        .to_string()
-}
 
 /// Chaos scenario "SQLite disk full": while SQLite refused writes, every
 /// delivered attempt whose row could not be committed was NAKed and
@@ -56,8 +49,8 @@ async fn attempt_row_refused_by_sqlite_is_retried_not_redelivered() {
         .await;
     holder.join().unwrap();
     // A redelivery would have come 1 s after the failed write, before the
-    // lock was released; give any late one a moment more.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // lock was released; watch a moment more for a late one.
+    assert_count_stays(&receiver, 1, Duration::from_millis(1500)).await;
 
     let requests = receiver.count();
     let (_, status_now) = server.call("GET", &format!("/status/{id}"), None).await;

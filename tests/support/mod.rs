@@ -31,6 +31,32 @@ use webhookd::config::Config;
 /// Default deadline of `eventually`.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Asserts that `receiver` keeps exactly `expected` requests for `window`,
+/// polling every 20 ms. Only called once the status API shows the system is
+/// past the point where a further delivery could be scheduled; the window is
+/// a bounded extra observation (a few times the largest schedule step).
+pub async fn assert_count_stays(receiver: &Receiver, expected: usize, window: Duration) {
+    let started = Instant::now();
+    while started.elapsed() < window {
+        assert_eq!(
+            receiver.count(),
+            expected,
+            "unexpected delivery {:?} after the system settled",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(receiver.count(), expected);
+}
+
+/// The `webhook_id` of an ingest answer.
+pub fn webhook_id(answer: &Value) -> String {
+    answer["webhook_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no webhook_id in {answer}"))
+        .to_string()
+}
+
 /// Holds SQLite's write lock on `db` from another connection for `hold`,
 /// as a full disk or another process would refuse webhookd's writes (past
 /// the 5 s busy timeout) or delay them (under it). Returns once the lock is
