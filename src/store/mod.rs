@@ -44,17 +44,34 @@ pub enum StoreError {
         /// Highest version this build knows.
         supported: i64,
     },
-    /// The data directory or file could not be created or opened.
-    #[error("cannot open database {path}: {message}")]
+    /// The data directory could not be created.
+    #[error("cannot create the database directory {dir}: {source}")]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file could not be opened.
+    #[error("cannot open database {path}: {source}")]
     Open {
         /// The SQLite file.
         path: PathBuf,
-        /// What failed.
-        message: String,
+        /// Why.
+        #[source]
+        source: Box<StoreError>,
     },
     /// The blocking task running a query panicked or was cancelled.
     #[error("database task failed: {0}")]
-    Task(String),
+    Task(#[from] tokio::task::JoinError),
+    /// The batched writer's thread could not be started.
+    #[error("cannot start the database writer thread: {0}")]
+    WriterThread(#[source] std::io::Error),
+    /// The batch holding this write was not committed (disk full, I/O
+    /// error); every write of the batch shares the one cause.
+    #[error("batch not committed: {0}")]
+    NotCommitted(#[source] std::sync::Arc<StoreError>),
     /// The batched writer has stopped (shutdown in progress).
     #[error("database writer is closed")]
     WriterClosed,
@@ -96,14 +113,14 @@ impl Store {
     /// `spawn_blocking`.
     pub fn open(path: &Path, pool_size: u32) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-                path: path.to_path_buf(),
-                message: format!("creating {}: {e}", dir.display()),
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                dir: dir.to_path_buf(),
+                source,
             })?;
         }
         let mut conn = open_connection(path).map_err(|e| StoreError::Open {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            source: Box::new(e),
         })?;
         migrations::apply(&mut conn, path)?;
         drop(conn);
@@ -136,8 +153,7 @@ impl Store {
             let mut conn = pool.get()?;
             f(&mut conn)
         })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .await?
     }
 
     /// The readiness probe: SQLite answers a query and grants the write

@@ -130,7 +130,7 @@ impl Writer {
         let handle = std::thread::Builder::new()
             .name("webhookd-writer".into())
             .spawn(move || run(conn, rx, &thread_stats))
-            .map_err(|e| StoreError::Task(format!("spawning writer thread: {e}")))?;
+            .map_err(StoreError::WriterThread)?;
         Ok((Writer { tx, stats }, handle))
     }
 
@@ -212,7 +212,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, stats: &WriterStat
             drain_into(&mut rx, &mut batch);
         }
         last_len = batch.len();
-        let result = commit(&mut conn, &batch);
+        let result = commit(&mut conn, &batch).map_err(Arc::new);
         stats.last_batch.store(batch.len(), Ordering::Relaxed);
         let now = Utc::now().timestamp_millis();
         match &result {
@@ -226,7 +226,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, stats: &WriterStat
             let Some(done) = done else { continue };
             let reply = match &result {
                 Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Task(format!("batch not committed: {e}"))),
+                Err(e) => Err(StoreError::NotCommitted(e.clone())),
             };
             // The caller may have given up (shutdown); nothing to tell then.
             let _ = done.send(reply);
