@@ -12,7 +12,8 @@
 //! | [`api`] | HTTP routes and handlers (hyper 1, no framework), JSON errors |
 //! | [`server`] | accept loop, connection limits, graceful HTTP shutdown |
 //! | [`queue`] | JetStream stream and consumer, publishing; [`queue::embedded`] runs nats-server |
-//! | [`delivery`] | workers, outbound HTTP ([`delivery::client`]), signing, the retry decision |
+//! | [`delivery`] | workers, outbound HTTP ([`delivery::client`]), the retry decision |
+//! | [`signing`] | the [`signing::Secret`] newtype: inbound checks, outbound signatures, masking |
 //! | [`store`] | SQLite: migrations, subscriptions, attempt records, the batched [`store::writer`] |
 //! | [`cache`] | subscription cache in front of the store |
 //! | [`ssrf`] | which target addresses deliveries may reach |
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod purge;
 pub mod queue;
 pub mod server;
+pub mod signing;
 pub mod ssrf;
 pub mod store;
 

@@ -54,8 +54,7 @@ async fn tui_client_manages_subscriptions_and_reads_attempts() {
 
     // Attempts: per subscription, per webhook, and the live tail.
     let body = r#"{"n":1}"#;
-    let sig =
-        webhookd::delivery::signing::inbound_signature("tui-secret-0123456789", body.as_bytes());
+    let sig = inbound_signature("tui-secret-0123456789", body.as_bytes());
     let (status, answer) = server
         .ingest(&created.id, body, &[("x-signature", &sig)])
         .await;

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::response::{json, read_body, Answer, ApiError};
 use super::AppState;
-use crate::delivery::signing;
 use crate::ids::{SubscriptionId, WebhookId};
+
 use crate::queue::{Outgoing, QueueError};
 use crate::store::records::WebhookStatus;
 use crate::store::writer::{WebhookMeta, Write};
@@ -132,7 +132,7 @@ async fn accept(
                      as sha256=<hex HMAC-SHA256 of the body>",
                 ))
             }
-            Some(sig) if !signing::verify_inbound(secret, sig, &body) => {
+            Some(sig) if !secret.verify_inbound(sig, &body) => {
                 return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "invalid_signature",

@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 
 use super::response::{empty, json, parse_json, read_body, Answer, ApiError, Query};
 use super::AppState;
-use crate::delivery::signing;
 use crate::ids::SubscriptionId;
+use crate::signing::Secret;
 use crate::ssrf::TargetPolicy;
 use crate::store::subscriptions::{NewSubscription, Subscription, SubscriptionPatch};
 
@@ -43,7 +43,7 @@ pub struct SubscriptionView {
 
 impl SubscriptionView {
     fn masked(sub: &Subscription) -> Self {
-        Self::with_secret(sub, sub.secret.as_deref().map(mask))
+        Self::with_secret(sub, sub.secret.as_ref().map(Secret::masked))
     }
 
     fn with_secret(sub: &Subscription, secret: Option<String>) -> Self {
@@ -68,19 +68,6 @@ fn hide_password(raw: &str) -> String {
         }
         _ => raw.to_string(),
     }
-}
-
-/// `****` and the last four characters.
-fn mask(secret: &str) -> String {
-    let tail: String = secret
-        .chars()
-        .rev()
-        .take(4)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    format!("****{tail}")
 }
 
 fn parse_id(raw: &str) -> Result<SubscriptionId, ApiError> {
@@ -122,7 +109,7 @@ pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Answer, 
                 "give either `secret` or `generate_secret`, not both",
             ));
         }
-        secret = Some(signing::generate_secret());
+        secret = Some(Secret::generate());
     }
     let events = fields.get("events").map(events).transpose()?.flatten();
     let sub = state
@@ -137,7 +124,9 @@ pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Answer, 
         )
         .await?;
     tracing::info!(subscription_id = %sub.id, "subscription created");
-    let view = SubscriptionView::with_secret(&sub, sub.secret.clone());
+    // The one answer that shows the secret in full, so it can be copied.
+    let view =
+        SubscriptionView::with_secret(&sub, sub.secret.as_ref().map(|s| s.expose().to_string()));
     state.cache.put(sub);
     Ok(json(StatusCode::CREATED, &view))
 }
@@ -298,11 +287,11 @@ fn target_url(value: &Value, policy: &TargetPolicy) -> Result<String, ApiError> 
 }
 
 /// `secret`: `null` or a string of 16 to 512 characters.
-fn secret(value: &Value) -> Result<Option<String>, ApiError> {
+fn secret(value: &Value) -> Result<Option<Secret>, ApiError> {
     match value {
         Value::Null => Ok(None),
         Value::String(s) if (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&s.chars().count()) => {
-            Ok(Some(s.clone()))
+            Ok(Some(Secret::new(s.as_str())))
         }
         Value::String(_) => Err(ApiError::validation(
             "secret",

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 
 use super::retry;
-use super::signing;
+use crate::signing::Secret;
 use crate::ssrf::{self, GuardedResolver, TargetPolicy};
 
 /// Bytes of the receiver's answer kept in the attempt log.
@@ -42,7 +42,7 @@ pub struct Request<'a> {
     /// The original event type.
     pub event_type: Option<&'a str>,
     /// Signing secret, when the subscription has one.
-    pub secret: Option<&'a str>,
+    pub secret: Option<&'a Secret>,
 }
 
 /// What came of one attempt.
@@ -115,7 +115,7 @@ impl Sender {
         }
         headers.insert("webhook-timestamp", HeaderValue::from(req.timestamp));
         if let Some(secret) = req.secret {
-            let sig = signing::sign(secret, req.webhook_id, req.timestamp, &req.body);
+            let sig = secret.sign(req.webhook_id, req.timestamp, &req.body);
             if let Ok(v) = HeaderValue::from_str(&sig) {
                 headers.insert("webhook-signature", v);
             }

@@ -9,7 +9,6 @@
 
 pub mod client;
 pub mod retry;
-pub mod signing;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -314,7 +313,7 @@ impl Deliverer {
             body: msg.payload.clone(),
             content_type: p.content_type.as_deref(),
             event_type: p.meta.event_type.as_deref(),
-            secret: sub.secret.as_deref(),
+            secret: sub.secret.as_ref(),
         });
         let response = tokio::select! {
             r = send => r,

@@ -5,6 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{from_millis, to_millis, Store, StoreError};
 use crate::ids::SubscriptionId;
+use crate::signing::Secret;
 
 /// A subscription as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +15,7 @@ pub struct Subscription {
     /// Absolute http(s) URL deliveries are POSTed to.
     pub target_url: String,
     /// Signing secret for inbound checks and outbound signatures.
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// Event types delivered; `None` means all.
     pub events: Option<Vec<String>>,
     /// When it was created.
@@ -40,7 +41,7 @@ pub struct NewSubscription {
     /// See [`Subscription::target_url`].
     pub target_url: String,
     /// See [`Subscription::secret`].
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// See [`Subscription::events`].
     pub events: Option<Vec<String>>,
 }
@@ -52,7 +53,7 @@ pub struct SubscriptionPatch {
     /// New target URL.
     pub target_url: Option<String>,
     /// New or cleared secret.
-    pub secret: Option<Option<String>>,
+    pub secret: Option<Option<Secret>>,
     /// New or cleared event filter.
     pub events: Option<Option<Vec<String>>>,
 }
@@ -65,7 +66,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Subscription> {
     Ok(Subscription {
         id: SubscriptionId::parse(&id).unwrap_or_default(),
         target_url: row.get(1)?,
-        secret: row.get(2)?,
+        secret: row.get::<_, Option<String>>(2)?.map(Secret::new),
         events: events.and_then(|e| serde_json::from_str(&e).ok()),
         created_at: from_millis(row.get(4)?),
         updated_at: from_millis(row.get(5)?),
@@ -107,7 +108,7 @@ impl Store {
                 params![
                     sub.id.to_string(),
                     sub.target_url,
-                    sub.secret,
+                    sub.secret.as_ref().map(Secret::expose),
                     events_json(&sub.events),
                     to_millis(now),
                     to_millis(now)
@@ -178,7 +179,7 @@ impl Store {
                 params![
                     id.to_string(),
                     sub.target_url,
-                    sub.secret,
+                    sub.secret.as_ref().map(Secret::expose),
                     events_json(&sub.events),
                     to_millis(now)
                 ],
