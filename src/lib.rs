@@ -24,6 +24,8 @@
 //! [`run`] wires them together; `main.rs` only parses flags, binds and
 //! calls it, so tests run the whole service in-process on port 0.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod api;
 pub mod cache;
 pub mod config;
@@ -39,6 +41,7 @@ pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +49,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::AppState;
 use crate::cache::SubscriptionCache;
 use crate::config::{Config, ConfigError};
-use crate::delivery::{client::Sender, Deliverer, InFlight};
+use crate::delivery::client::{ClientError, Sender};
+use crate::delivery::{Deliverer, InFlight};
 use crate::metrics::Metrics;
 use crate::queue::embedded::EmbeddedNats;
 use crate::queue::{Queue, QueueError, QueueSettings};
@@ -69,9 +73,12 @@ pub enum RunError {
     /// NATS could not be started or reached.
     #[error(transparent)]
     Queue(#[from] QueueError),
-    /// Anything else at startup.
-    #[error("{0}")]
-    Startup(String),
+    /// The listener's address could not be read.
+    #[error("reading the listen address: {0}")]
+    ListenAddress(#[source] std::io::Error),
+    /// The outbound HTTP client could not be built.
+    #[error(transparent)]
+    HttpClient(#[from] ClientError),
 }
 
 /// Runs webhookd on `listener` until `shutdown` completes, then shuts down
@@ -84,50 +91,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let policy = Arc::new(match &config.allow_targets {
-        Some(list) => TargetPolicy::parse_allow_list(list).map_err(|e| ConfigError {
-            field: "--allow-targets",
-            message: e.to_string(),
-        })?,
-        None => TargetPolicy::allow_all_public(),
-    });
-    let local = listener
-        .local_addr()
-        .map_err(|e| RunError::Startup(format!("reading the listen address: {e}")))?;
-    if !local.ip().is_loopback() && config.api_token.is_none() {
-        if !config.insecure_no_auth {
-            return Err(ConfigError {
-                field: "--api-token",
-                message: format!(
-                    "listening on non-loopback address {local} needs an API token \
-                     (WEBHOOKD_API_TOKEN), or --insecure-no-auth to run without one"
-                ),
-            }
-            .into());
-        }
-        tracing::warn!(%local, "management API open to the network without a token (--insecure-no-auth)");
-    }
-
-    let db_path = config.database_path();
-    let pool_size = config.db_pool_size;
-    let store = tokio::task::spawn_blocking(move || Store::open(&db_path, pool_size))
-        .await
-        .map_err(|e| RunError::Startup(format!("opening the database: {e}")))??;
-    let (writer, writer_thread) = Writer::start(store.path())?;
-
-    let (embedded, nats_url) = match &config.nats_url {
-        Some(url) => (None, url.clone()),
-        None => {
-            let nats = EmbeddedNats::start(
-                &config.nats_server_bin,
-                &config.data_dir,
-                config.max_body + HEADER_ROOM,
-            )
-            .await?;
-            let url = nats.url().to_string();
-            (Some(nats), url)
-        }
-    };
+    let policy = Arc::new(target_policy(&config)?);
+    let local = check_listen_address(&config, &listener)?;
+    let sender = Sender::new(
+        config.connect_timeout,
+        config.delivery_timeout,
+        config.delivery_concurrency.min(64),
+        policy.clone(),
+    )?;
+    let (store, writer, writer_thread) = open_store(&config).await?;
+    let (embedded, nats_url) = start_nats(&config).await?;
     let queue = match open_queue(&config, &nats_url).await {
         Ok(q) => q,
         Err(e) => {
@@ -138,18 +111,70 @@ pub async fn run(
         }
     };
 
+    let stop = CancellationToken::new();
+    let parts = Parts {
+        store: store.clone(),
+        writer,
+        queue: queue.clone(),
+        sender,
+        policy,
+    };
+    let (state, deliverer) = wire(&config, parts, &stop);
+    let metrics = state.metrics.clone();
+    let background = Background::spawn(&config, deliverer, store, metrics, &stop);
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+        tracing::info!("shutdown started: ingest answers 503 from now on");
+    });
+    tracing::info!(%local, nats = %nats_url, "webhookd listening");
+
+    let limits = server::Limits {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+        ..server::Limits::default()
+    };
+    server::serve(listener, state, limits, stop, config.shutdown_timeout).await;
+    tracing::info!("shutting down: HTTP closed, waiting for deliveries");
+    background
+        .finish(writer_thread, config.shutdown_timeout)
+        .await;
+    queue.flush().await;
+    drop(queue);
+    if let Some(nats) = embedded {
+        nats.stop().await;
+    }
+    tracing::info!("webhookd stopped");
+    Ok(())
+}
+
+/// What startup opened, for [`wire`].
+struct Parts {
+    store: Store,
+    writer: Writer,
+    queue: Queue,
+    sender: Sender,
+    policy: Arc<TargetPolicy>,
+}
+
+/// The shared state of the HTTP handlers and of the delivery workers: one
+/// cache, one writer, one set of metrics, one in-flight set for both.
+fn wire(
+    config: &Config,
+    parts: Parts,
+    stop: &CancellationToken,
+) -> (Arc<AppState>, Arc<Deliverer>) {
+    let Parts {
+        store,
+        writer,
+        queue,
+        sender,
+        policy,
+    } = parts;
     let metrics = Arc::new(Metrics::new());
     let cache = SubscriptionCache::new(store.clone(), config.cache_capacity, config.cache_ttl);
-    let sender = Sender::new(
-        config.connect_timeout,
-        config.delivery_timeout,
-        config.delivery_concurrency.min(64),
-        policy.clone(),
-    )
-    .map_err(|e| RunError::Startup(e.to_string()))?;
     let in_flight = InFlight::default();
-
-    let stop = CancellationToken::new();
     let state = Arc::new(AppState {
         store: store.clone(),
         cache: cache.clone(),
@@ -163,71 +188,126 @@ pub async fn run(
         draining: stop.clone(),
     });
     let deliverer = Arc::new(Deliverer {
-        queue: queue.clone(),
+        queue,
         cache,
-        writer: writer.clone(),
+        writer,
         sender,
         schedule: config.retry_schedule.clone(),
         concurrency: config.delivery_concurrency,
         in_flight,
-        metrics: metrics.clone(),
-        store: store.clone(),
+        metrics,
+        store,
         logged: Default::default(),
     });
-    drop(writer);
+    (state, deliverer)
+}
 
-    let metrics_for_trim = metrics.clone();
-    let workers = tokio::spawn(deliverer.run(stop.clone(), config.shutdown_timeout));
-    let purge = tokio::spawn(purge::run(
-        store,
-        config.retention,
-        config.purge_interval,
-        metrics,
-        stop.clone(),
-    ));
-    tokio::spawn(trim_when_idle(metrics_for_trim, stop.clone()));
-    let trigger = stop.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        trigger.cancel();
-        tracing::info!("shutdown started: ingest answers 503 from now on");
-    });
-    tracing::info!(%local, nats = %nats_url, "webhookd listening");
+/// The SSRF policy of delivery targets: everything public, plus the
+/// configured exceptions.
+fn target_policy(config: &Config) -> Result<TargetPolicy, ConfigError> {
+    match &config.allow_targets {
+        Some(list) => TargetPolicy::parse_allow_list(list).map_err(|e| ConfigError {
+            field: "--allow-targets",
+            message: e.to_string(),
+        }),
+        None => Ok(TargetPolicy::allow_all_public()),
+    }
+}
 
-    server::serve(
-        listener,
-        state,
-        server::Limits {
-            max_connections: config.max_connections,
-            header_read_timeout: config.header_read_timeout,
-            ..server::Limits::default()
-        },
-        stop.clone(),
-        config.shutdown_timeout,
+/// Refuses to serve the management API beyond loopback without a token,
+/// unless the operator said so; returns the address listened on.
+fn check_listen_address(
+    config: &Config,
+    listener: &TcpListener,
+) -> Result<std::net::SocketAddr, RunError> {
+    let local = listener.local_addr().map_err(RunError::ListenAddress)?;
+    if local.ip().is_loopback() || config.api_token.is_some() {
+        return Ok(local);
+    }
+    if !config.insecure_no_auth {
+        return Err(ConfigError {
+            field: "--api-token",
+            message: format!(
+                "listening on non-loopback address {local} needs an API token \
+                 (WEBHOOKD_API_TOKEN), or --insecure-no-auth to run without one"
+            ),
+        }
+        .into());
+    }
+    tracing::warn!(%local, "management API open to the network without a token (--insecure-no-auth)");
+    Ok(local)
+}
+
+/// Opens (and migrates) SQLite off the async threads and starts the
+/// batched writer.
+async fn open_store(config: &Config) -> Result<(Store, Writer, JoinHandle<()>), StoreError> {
+    let db_path = config.database_path();
+    let pool_size = config.db_pool_size;
+    let store = tokio::task::spawn_blocking(move || Store::open(&db_path, pool_size)).await??;
+    let (writer, writer_thread) = Writer::start(store.path())?;
+    Ok((store, writer, writer_thread))
+}
+
+/// The NATS URL to use: the configured one, or that of a nats-server child
+/// started here (returned too, so it can be stopped last).
+async fn start_nats(config: &Config) -> Result<(Option<EmbeddedNats>, String), QueueError> {
+    if let Some(url) = &config.nats_url {
+        return Ok((None, url.clone()));
+    }
+    let nats = EmbeddedNats::start(
+        &config.nats_server_bin,
+        &config.data_dir,
+        config.max_body + HEADER_ROOM,
     )
-    .await;
-    tracing::info!("shutting down: HTTP closed, waiting for deliveries");
-    if let Err(e) = workers.await {
-        tracing::error!(error = %e, "delivery workers ended abnormally");
+    .await?;
+    let url = nats.url().to_string();
+    Ok((Some(nats), url))
+}
+
+/// The tasks that run beside the HTTP server, in the order they stop.
+struct Background {
+    workers: tokio::task::JoinHandle<()>,
+    purge: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    /// Starts the delivery workers, the purge and the idle-memory trim.
+    fn spawn(
+        config: &Config,
+        deliverer: Arc<Deliverer>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        stop: &CancellationToken,
+    ) -> Background {
+        let workers = tokio::spawn(deliverer.run(stop.clone(), config.shutdown_timeout));
+        tokio::spawn(trim_when_idle(metrics.clone(), stop.clone()));
+        let purge = tokio::spawn(purge::run(
+            store,
+            config.retention,
+            config.purge_interval,
+            metrics,
+            stop.clone(),
+        ));
+        Background { workers, purge }
     }
-    let _ = purge.await;
-    // Every Writer clone is gone now: the thread drains its queue and ends.
-    // (Bounded: a connection still open past the deadline holds a clone.)
-    let joined = tokio::time::timeout(
-        config.shutdown_timeout,
-        tokio::task::spawn_blocking(move || writer_thread.join()),
-    )
-    .await;
-    if joined.is_err() {
-        tracing::warn!("attempt writer still busy at the shutdown deadline");
+
+    /// Waits for the workers and the purge, then for the writer thread to
+    /// drain its queue (bounded: a connection still open past the deadline
+    /// holds a writer clone).
+    async fn finish(self, writer_thread: JoinHandle<()>, deadline: std::time::Duration) {
+        if let Err(e) = self.workers.await {
+            tracing::error!(error = %e, "delivery workers ended abnormally");
+        }
+        let _ = self.purge.await;
+        let joined = tokio::time::timeout(
+            deadline,
+            tokio::task::spawn_blocking(move || writer_thread.join()),
+        )
+        .await;
+        if joined.is_err() {
+            tracing::warn!("attempt writer still busy at the shutdown deadline");
+        }
     }
-    queue.flush().await;
-    drop(queue);
-    if let Some(nats) = embedded {
-        nats.stop().await;
-    }
-    tracing::info!("webhookd stopped");
-    Ok(())
 }
 
 /// The body limit ingest can honour: a webhook must fit in one NATS message

@@ -1,6 +1,8 @@
 //! The `webhookd` binary: parse flags, set up logging, bind, run until
 //! SIGINT or SIGTERM.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

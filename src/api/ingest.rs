@@ -12,8 +12,8 @@ use serde_json::json;
 use super::response::{json, read_body, Answer, ApiError};
 use super::AppState;
 use crate::ids::{SubscriptionId, WebhookId};
-
 use crate::queue::{Outgoing, QueueError};
+use crate::signing::Secret;
 use crate::store::records::WebhookStatus;
 use crate::store::writer::{WebhookMeta, Write};
 
@@ -67,6 +67,8 @@ pub async fn ingest(
     result
 }
 
+/// Checks the webhook, makes it durable in JetStream, and answers 202
+/// (or 202 `filtered` when its event type is not subscribed).
 async fn accept(
     state: &AppState,
     raw_id: &str,
@@ -82,105 +84,150 @@ async fn accept(
     let subscription_id =
         SubscriptionId::parse(raw_id).ok_or_else(|| ApiError::bad_id("subscription", raw_id))?;
     tracing::Span::current().record("subscription_id", tracing::field::display(subscription_id));
-    let headers = req.headers();
-    let header = |name: &str| -> Result<Option<String>, ApiError> {
-        match headers.get(name) {
-            None => Ok(None),
-            Some(v) => match v.to_str() {
-                Ok(s) if s.len() <= MAX_HEADER_VALUE => Ok(Some(s.trim().to_string())),
-                _ => Err(ApiError::bad_request(
-                    "invalid_header",
-                    format!("`{name}` must be visible ASCII of at most {MAX_HEADER_VALUE} bytes"),
-                )),
-            },
-        }
-    };
-    let event_type = header("x-event-type")?.filter(|t| !t.is_empty());
-    let idempotency_key = header("idempotency-key")?.filter(|k| !k.is_empty());
-    let content_type = header(CONTENT_TYPE.as_str())?;
-    let signature = headers
-        .get("x-signature")
-        .or_else(|| headers.get("x-hub-signature-256"))
-        .map(|v| v.to_str().unwrap_or_default().to_string());
-
+    let head = IngestHeaders::read(req.headers())?;
     let body = read_body(req, state.max_body).await?;
     let sub =
         state.cache.get(subscription_id).await?.ok_or_else(|| {
             ApiError::not_found(format!("no subscription with id {subscription_id}"))
         })?;
+    check_json(&body)?;
+    if let Some(secret) = &sub.secret {
+        check_signature(secret, head.signature.as_deref(), &body)?;
+    }
 
-    // Valid JSON only (serde_json refuses invalid UTF-8 and NaN). Skipping
-    // into IgnoredAny has no recursion limit, so depth is checked apart:
-    // receivers' parsers need not survive what webhookd passes on.
-    serde_json::from_slice::<IgnoredAny>(&body).map_err(|e| {
+    let id = match &head.idempotency_key {
+        Some(key) => WebhookId::from_idempotency_key(subscription_id, key),
+        None => WebhookId::new(),
+    };
+    tracing::Span::current().record("webhook_id", tracing::field::display(id));
+    let meta = WebhookMeta {
+        id,
+        subscription_id,
+        event_type: head.event_type,
+        received_at: Utc::now(),
+        stream_seq: None,
+    };
+    if !sub.accepts(meta.event_type.as_deref()) {
+        return record_filtered(state, meta).await;
+    }
+    let duplicate = publish(state, meta, head.content_type, body).await?;
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &Accepted {
+            webhook_id: id,
+            status: "pending",
+            duplicate,
+        },
+    ))
+}
+
+/// The ingest headers webhookd reads.
+struct IngestHeaders {
+    /// `X-Event-Type`, checked against the subscription's events.
+    event_type: Option<String>,
+    /// `Idempotency-Key`: the webhook id derives from it.
+    idempotency_key: Option<String>,
+    /// Passed on to the receiver.
+    content_type: Option<String>,
+    /// `X-Signature` or `X-Hub-Signature-256`.
+    signature: Option<String>,
+}
+
+impl IngestHeaders {
+    /// Reads them; a value that is not short visible ASCII is a 400.
+    fn read(headers: &hyper::HeaderMap) -> Result<IngestHeaders, ApiError> {
+        let header = |name: &str| -> Result<Option<String>, ApiError> {
+            match headers.get(name) {
+                None => Ok(None),
+                Some(v) => match v.to_str() {
+                    Ok(s) if s.len() <= MAX_HEADER_VALUE => Ok(Some(s.trim().to_string())),
+                    _ => Err(ApiError::bad_request(
+                        "invalid_header",
+                        format!(
+                            "`{name}` must be visible ASCII of at most {MAX_HEADER_VALUE} bytes"
+                        ),
+                    )),
+                },
+            }
+        };
+        Ok(IngestHeaders {
+            event_type: header("x-event-type")?.filter(|t| !t.is_empty()),
+            idempotency_key: header("idempotency-key")?.filter(|k| !k.is_empty()),
+            content_type: header(CONTENT_TYPE.as_str())?,
+            signature: headers
+                .get("x-signature")
+                .or_else(|| headers.get("x-hub-signature-256"))
+                .map(|v| v.to_str().unwrap_or_default().to_string()),
+        })
+    }
+}
+
+/// Valid JSON only (serde_json refuses invalid UTF-8 and NaN). Skipping
+/// into IgnoredAny has no recursion limit, so depth is checked apart:
+/// receivers' parsers need not survive what webhookd passes on.
+fn check_json(body: &[u8]) -> Result<(), ApiError> {
+    serde_json::from_slice::<IgnoredAny>(body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })?;
-    if nesting_depth(&body) > MAX_NESTING {
+    if nesting_depth(body) > MAX_NESTING {
         return Err(ApiError::bad_request(
             "invalid_json",
             format!("the body nests arrays and objects deeper than {MAX_NESTING} levels"),
         ));
     }
+    Ok(())
+}
 
-    if let Some(secret) = &sub.secret {
-        match signature.as_deref() {
-            None => {
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "signature_required",
-                    "this subscription has a secret: send X-Signature or X-Hub-Signature-256 \
-                     as sha256=<hex HMAC-SHA256 of the body>",
-                ))
-            }
-            Some(sig) if !secret.verify_inbound(sig, &body) => {
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_signature",
-                    "the signature does not match the body and the subscription's secret",
-                ))
-            }
-            Some(_) => {}
-        }
+/// A subscription with a secret takes only webhooks signed with it: 401
+/// when the signature is missing or wrong.
+fn check_signature(secret: &Secret, signature: Option<&str>, body: &[u8]) -> Result<(), ApiError> {
+    match signature {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "signature_required",
+            "this subscription has a secret: send X-Signature or X-Hub-Signature-256 \
+             as sha256=<hex HMAC-SHA256 of the body>",
+        )),
+        Some(sig) if !secret.verify_inbound(sig, body) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            "the signature does not match the body and the subscription's secret",
+        )),
+        Some(_) => Ok(()),
     }
+}
 
-    let id = match &idempotency_key {
-        Some(key) => WebhookId::from_idempotency_key(subscription_id, key),
-        None => WebhookId::new(),
-    };
-    tracing::Span::current().record("webhook_id", tracing::field::display(id));
-    let received_at = Utc::now();
-    let mut meta = WebhookMeta {
-        id,
-        subscription_id,
-        event_type: event_type.clone(),
-        received_at,
-        stream_seq: None,
-    };
+/// A webhook whose event type is not subscribed: nothing is queued, so its
+/// row is the only record and must be committed before the answer.
+async fn record_filtered(state: &AppState, meta: WebhookMeta) -> Result<Answer, ApiError> {
+    let id = meta.id;
+    let status = WebhookStatus::Filtered;
+    state.writer.write(Write::Webhook { meta, status }).await?;
+    state.metrics.webhooks_filtered.inc();
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &json!({"webhook_id": id, "status": "filtered"}),
+    ))
+}
 
-    if !sub.accepts(event_type.as_deref()) {
-        // Nothing is queued: the row is the only record, so it must be written.
-        state
-            .writer
-            .write(Write::Webhook {
-                meta,
-                status: WebhookStatus::Filtered,
-            })
-            .await?;
-        state.metrics.webhooks_filtered.inc();
-        return Ok(json(
-            StatusCode::ACCEPTED,
-            &json!({"webhook_id": id, "status": "filtered"}),
-        ));
-    }
-
+/// Publishes the webhook and waits for JetStream's ack (503 when NATS is
+/// away, slow or full); queues its pending row unless it is a duplicate.
+/// Returns whether it was one.
+async fn publish(
+    state: &AppState,
+    mut meta: WebhookMeta,
+    content_type: Option<String>,
+    body: bytes::Bytes,
+) -> Result<bool, ApiError> {
+    let id = meta.id;
     let published = state
         .queue
         .publish(Outgoing {
             id,
-            subscription_id,
-            event_type,
+            subscription_id: meta.subscription_id,
+            event_type: meta.event_type.clone(),
             content_type,
-            received_at,
+            received_at: meta.received_at,
             body,
         })
         .await
@@ -202,14 +249,7 @@ async fn accept(
         record_pending(state, meta).await;
     }
     tracing::debug!(webhook_id = %id, duplicate = published.duplicate, "webhook accepted");
-    Ok(json(
-        StatusCode::ACCEPTED,
-        &Accepted {
-            webhook_id: id,
-            status: "pending",
-            duplicate: published.duplicate,
-        },
-    ))
+    Ok(published.duplicate)
 }
 
 /// The 202 body of a queued webhook.

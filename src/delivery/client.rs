@@ -82,11 +82,6 @@ impl Sender {
         Ok(Sender { http, policy })
     }
 
-    /// The SSRF policy deliveries go through (the API checks new URLs with it).
-    pub fn policy(&self) -> &TargetPolicy {
-        &self.policy
-    }
-
     /// POSTs one delivery. Every failure is described in the response.
     pub async fn send(&self, req: Request<'_>) -> Response {
         let started = Instant::now();
@@ -97,97 +92,124 @@ impl Sender {
             body: None,
             duration: started.elapsed(),
         };
-        let url = match reqwest::Url::parse(req.url) {
+        let url = match self.checked_url(req.url) {
             Ok(url) => url,
-            Err(e) => return failed(format!("invalid target URL: {e}"), retry::Result::Refused),
+            Err(error) => return failed(error, retry::Result::Refused),
         };
-        if let Err(blocked) = self.policy.check_url(&url) {
-            return failed(format!("target refused: {blocked}"), retry::Result::Refused);
-        }
-        let mut headers = HeaderMap::with_capacity(6);
-        let ct = req.content_type.unwrap_or("application/json");
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_str(ct).unwrap_or(HeaderValue::from_static("application/json")),
-        );
-        if let Ok(v) = HeaderValue::from_str(req.webhook_id) {
-            headers.insert("webhook-id", v);
-        }
-        headers.insert("webhook-timestamp", HeaderValue::from(req.timestamp));
-        if let Some(secret) = req.secret {
-            let sig = secret.sign(req.webhook_id, req.timestamp, &req.body);
-            if let Ok(v) = HeaderValue::from_str(&sig) {
-                headers.insert("webhook-signature", v);
-            }
-        }
-        if let Some(Ok(v)) = req.event_type.map(HeaderValue::from_str) {
-            headers.insert("x-event-type", v);
-        }
-
-        let result = self
+        let headers = headers(&req);
+        let sent = self
             .http
             .post(url)
             .headers(headers)
             .body(req.body)
             .send()
             .await;
-        let mut resp = match result {
-            Ok(resp) => resp,
+        match sent {
+            Ok(resp) => read_answer(resp, started).await,
             Err(e) => {
                 let err: &(dyn std::error::Error + 'static) = &e;
-                if let Some(blocked) = ssrf::find_blocked(err) {
-                    return failed(format!("target refused: {blocked}"), retry::Result::Refused);
+                match ssrf::find_blocked(err) {
+                    Some(blocked) => {
+                        failed(format!("target refused: {blocked}"), retry::Result::Refused)
+                    }
+                    None => failed(describe(&e), retry::Result::Failed { retry_after: None }),
                 }
-                return failed(describe(&e), retry::Result::Failed { retry_after: None });
             }
-        };
-        let status = resp.status();
-        let retry_after = if status.as_u16() == 429 || status.as_u16() == 503 {
-            resp.headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs)
-        } else {
-            None
-        };
-        // Keep the first KiB of the answer; stop reading after that.
-        let mut body = Vec::new();
-        while body.len() < RESPONSE_BODY_LIMIT {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        body.truncate(RESPONSE_BODY_LIMIT);
-        let body = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
-        let code = status.as_u16();
-        let (result, error) = if status.is_success() {
-            (retry::Result::Delivered, None)
-        } else if status.is_redirection() {
-            let to = resp
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?");
-            (
-                retry::Result::Failed { retry_after: None },
-                Some(format!("redirect ({code}) to {to} not followed")),
-            )
-        } else {
-            (
-                retry::Result::Failed { retry_after },
-                Some(format!("receiver answered {code}")),
-            )
-        };
-        Response {
-            result,
-            status_code: Some(code),
-            error,
-            body,
-            duration: started.elapsed(),
         }
     }
+
+    /// The target as a URL the SSRF policy lets through (an IP literal is
+    /// checked here; host names at connect time, by the resolver).
+    fn checked_url(&self, raw: &str) -> Result<reqwest::Url, String> {
+        let url = reqwest::Url::parse(raw).map_err(|e| format!("invalid target URL: {e}"))?;
+        self.policy
+            .check_url(&url)
+            .map_err(|blocked| format!("target refused: {blocked}"))?;
+        Ok(url)
+    }
+}
+
+/// The headers of a delivery: the original content and event type, and the
+/// Standard Webhooks `webhook-id`, `webhook-timestamp` and, with a secret,
+/// `webhook-signature`.
+fn headers(req: &Request<'_>) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(6);
+    let ct = req.content_type.unwrap_or("application/json");
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(ct).unwrap_or(HeaderValue::from_static("application/json")),
+    );
+    if let Ok(v) = HeaderValue::from_str(req.webhook_id) {
+        headers.insert("webhook-id", v);
+    }
+    headers.insert("webhook-timestamp", HeaderValue::from(req.timestamp));
+    if let Some(secret) = req.secret {
+        let sig = secret.sign(req.webhook_id, req.timestamp, &req.body);
+        if let Ok(v) = HeaderValue::from_str(&sig) {
+            headers.insert("webhook-signature", v);
+        }
+    }
+    if let Some(Ok(v)) = req.event_type.map(HeaderValue::from_str) {
+        headers.insert("x-event-type", v);
+    }
+    headers
+}
+
+/// What the receiver's answer means: 2xx delivered; a redirect (never
+/// followed) or any other status failed, with its `Retry-After` on 429 and
+/// 503. Keeps the first KiB of the body for the attempt log.
+async fn read_answer(mut resp: reqwest::Response, started: Instant) -> Response {
+    let status = resp.status();
+    let code = status.as_u16();
+    let retry_after = if code == 429 || code == 503 {
+        resp.headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs)
+    } else {
+        None
+    };
+    let (result, error) = if status.is_success() {
+        (retry::Result::Delivered, None)
+    } else if status.is_redirection() {
+        let to = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?");
+        (
+            retry::Result::Failed { retry_after: None },
+            Some(format!("redirect ({code}) to {to} not followed")),
+        )
+    } else {
+        (
+            retry::Result::Failed { retry_after },
+            Some(format!("receiver answered {code}")),
+        )
+    };
+    let body = read_body_start(&mut resp).await;
+    Response {
+        result,
+        status_code: Some(code),
+        error,
+        body,
+        duration: started.elapsed(),
+    }
+}
+
+/// The first [`RESPONSE_BODY_LIMIT`] bytes of an answer, as text; stops
+/// reading after that.
+async fn read_body_start(resp: &mut reqwest::Response) -> Option<String> {
+    let mut body = Vec::new();
+    while body.len() < RESPONSE_BODY_LIMIT {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body.truncate(RESPONSE_BODY_LIMIT);
+    (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A short, readable description of a transport failure.

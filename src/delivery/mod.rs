@@ -28,6 +28,7 @@ use crate::ids::{SubscriptionId, WebhookId};
 use crate::metrics::Metrics;
 use crate::queue::{self, Queue};
 use crate::store::records::Outcome;
+use crate::store::subscriptions::Subscription;
 use crate::store::writer::{AttemptWrite, WebhookMeta, Write, Writer};
 use crate::store::Store;
 
@@ -115,6 +116,26 @@ impl LoggedAttempts {
     }
 }
 
+/// Read-ahead of the pull: messages fetched but not started yet, a quarter
+/// of the workers (at most 64). They get no in-progress acks, so while every
+/// worker is held (SQLite refusing rows) they outlive the ack wait and come
+/// back as duplicates; a quarter keeps the workers as busy as a full batch
+/// would and bounds those duplicates.
+fn read_ahead(concurrency: usize) -> usize {
+    (concurrency / 4).clamp(1, 64)
+}
+
+/// How one pull stream ended.
+enum PullEnd {
+    /// The stream ended or failed: open a new one.
+    Reopen,
+    /// Shutdown began: hand back what was read ahead and stop.
+    Shutdown,
+}
+
+/// The pull stream of the delivery consumer.
+type Messages = jetstream::consumer::pull::Stream;
+
 impl Deliverer {
     /// Runs the workers until `shutdown` fires, then lets in-flight attempts
     /// finish within `grace`, NAKs the rest for immediate redelivery, and
@@ -123,101 +144,16 @@ impl Deliverer {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let tracker = TaskTracker::new();
         let hard_stop = CancellationToken::new();
-        'outer: while !shutdown.is_cancelled() {
-            let consumer = match self.queue.consumer().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "delivery consumer unavailable; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = shutdown.cancelled() => break,
-                    }
-                }
+        while !shutdown.is_cancelled() {
+            let Some(mut messages) = self.open_pull(&shutdown).await else {
+                continue;
             };
-            // Read-ahead: messages pulled but not started yet. They get no
-            // in-progress acks, so when every worker is held (SQLite
-            // refusing rows) they outlive the ack wait and come back as
-            // duplicates. A quarter of the workers keeps them busy as well
-            // as a full batch of 256 did (bench e2e: same rate) and cuts
-            // those duplicates (chaos disk-full, 40 s: 263 -> 77).
-            let batch = (self.concurrency / 4).clamp(1, 64);
-            let mut messages = match consumer
-                .stream()
-                .max_messages_per_batch(batch)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
-                .messages()
-                .await
-            {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "pulling from the delivery consumer; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = shutdown.cancelled() => break,
-                    }
-                }
-            };
-            let shutting_down = loop {
-                // Take a message only when a worker slot is free.
-                let permit = tokio::select! {
-                    p = permits.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break true,
-                    },
-                    _ = shutdown.cancelled() => break true,
-                };
-                let next = tokio::select! {
-                    next = messages.next() => next,
-                    _ = shutdown.cancelled() => break true,
-                };
-                match next {
-                    Some(Ok(msg)) => {
-                        let this = self.clone();
-                        let hard_stop = hard_stop.clone();
-                        tracker.spawn(async move {
-                            this.handle(msg, hard_stop).await;
-                            drop(permit);
-                        });
-                    }
-                    Some(Err(e)) => {
-                        // Missed heartbeats and the like: the stream recovers
-                        // by itself after a reconnect.
-                        tracing::debug!(error = %e, "delivery consumer stream");
-                        if !self.queue.is_connected() {
-                            tokio::select! {
-                                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                                _ = shutdown.cancelled() => break true,
-                            }
-                        }
-                    }
-                    None => {
-                        tracing::warn!("delivery consumer stream ended; recreating it");
-                        break false;
-                    }
-                }
-            };
-            if shutting_down {
-                // Messages already pulled but not started: hand them back
-                // for redelivery instead of waiting for ack_wait. At most one
-                // batch, and with a short delay: this pull is still open, so
-                // a NAK without delay comes straight back into it, and the
-                // loop would hand the same messages back thousands of times,
-                // inflating their JetStream delivery count.
-                let mut handed_back = 0;
-                while handed_back < batch {
-                    match tokio::time::timeout(Duration::from_millis(20), messages.next()).await {
-                        Ok(Some(Ok(msg))) => {
-                            ack(&msg, AckKind::Nak(Some(HAND_BACK_DELAY))).await;
-                            handed_back += 1;
-                        }
-                        _ => break,
-                    }
-                }
-                if handed_back > 0 {
-                    tracing::info!(handed_back, "shutdown: NAKed messages not yet started");
-                }
-                break 'outer;
+            let end = self
+                .dispatch(&mut messages, &permits, &tracker, &hard_stop, &shutdown)
+                .await;
+            if let PullEnd::Shutdown = end {
+                self.hand_back(&mut messages).await;
+                break;
             }
         }
         tracker.close();
@@ -230,6 +166,106 @@ impl Deliverer {
             tracker.wait().await;
         }
         self.queue.flush().await;
+    }
+
+    /// Opens a pull stream on the delivery consumer (creating the consumer
+    /// if it is gone). On failure, waits a second (or for shutdown) and
+    /// returns `None` so the caller tries again.
+    async fn open_pull(&self, shutdown: &CancellationToken) -> Option<Messages> {
+        let opened = match self.queue.consumer().await {
+            Ok(consumer) => consumer
+                .stream()
+                .max_messages_per_batch(read_ahead(self.concurrency))
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match opened {
+            Ok(messages) => Some(messages),
+            Err(error) => {
+                tracing::warn!(%error, "delivery consumer unavailable; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                None
+            }
+        }
+    }
+
+    /// Hands each message to a worker task once a worker slot is free (a
+    /// message is taken from the stream only then), until the stream ends
+    /// or shutdown begins.
+    async fn dispatch(
+        self: &Arc<Self>,
+        messages: &mut Messages,
+        permits: &Arc<Semaphore>,
+        tracker: &TaskTracker,
+        hard_stop: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> PullEnd {
+        loop {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return PullEnd::Shutdown,
+                },
+                _ = shutdown.cancelled() => return PullEnd::Shutdown,
+            };
+            let next = tokio::select! {
+                next = messages.next() => next,
+                _ = shutdown.cancelled() => return PullEnd::Shutdown,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    let this = self.clone();
+                    let hard_stop = hard_stop.clone();
+                    tracker.spawn(async move {
+                        this.handle(msg, hard_stop).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => {
+                    // Missed heartbeats and the like: the stream recovers
+                    // by itself after a reconnect.
+                    tracing::debug!(error = %e, "delivery consumer stream");
+                    if !self.queue.is_connected() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            _ = shutdown.cancelled() => return PullEnd::Shutdown,
+                        }
+                    }
+                }
+                None => {
+                    tracing::warn!("delivery consumer stream ended; recreating it");
+                    return PullEnd::Reopen;
+                }
+            }
+        }
+    }
+
+    /// Hands messages pulled but not started back to JetStream at shutdown
+    /// instead of letting them wait out the ack wait. At most one read-ahead,
+    /// and with a short delay: the pull is still open, so a NAK without
+    /// delay would come straight back into it and be handed back again and
+    /// again, inflating the message's delivery count.
+    async fn hand_back(&self, messages: &mut Messages) {
+        let mut handed_back = 0;
+        while handed_back < read_ahead(self.concurrency) {
+            match tokio::time::timeout(Duration::from_millis(20), messages.next()).await {
+                Ok(Some(Ok(msg))) => {
+                    ack(&msg, AckKind::Nak(Some(HAND_BACK_DELAY))).await;
+                    handed_back += 1;
+                }
+                _ => break,
+            }
+        }
+        if handed_back > 0 {
+            tracing::info!(handed_back, "shutdown: NAKed messages not yet started");
+        }
     }
 
     /// One attempt of one message.
@@ -273,6 +309,8 @@ impl Deliverer {
         }
     }
 
+    /// Sends the webhook, logs the attempt, then acks, NAKs with the
+    /// schedule's delay, or terminates the message.
     async fn attempt(
         &self,
         msg: jetstream::Message,
@@ -280,8 +318,41 @@ impl Deliverer {
         attempt: u32,
         hard_stop: CancellationToken,
     ) {
-        let sub = match self.cache.get(p.meta.subscription_id).await {
-            Ok(Some(sub)) => sub,
+        let Some(sub) = self.subscription(&msg, &p).await else {
+            return;
+        };
+        self.in_flight.insert(p.meta.id);
+        let started_at = Utc::now();
+        let Some(response) = self.send(&msg, &p, &sub, started_at, &hard_stop).await else {
+            self.in_flight.remove(p.meta.id);
+            return;
+        };
+        let decision = retry::decide(attempt, response.result, &self.schedule);
+        let duration = response.duration;
+        let row = attempt_row(&p, &sub, started_at, attempt, decision, response);
+        let logged = self
+            .log_attempt(&msg, Write::Attempt(row.clone()), &hard_stop)
+            .await;
+        self.in_flight.remove(p.meta.id);
+        if !logged {
+            // Shutdown deadline with SQLite still failing: the message goes
+            // back to JetStream unacked; this attempt's row is lost.
+            ack(&msg, AckKind::Nak(None)).await;
+            return;
+        }
+        self.settle(&msg, &row, decision, duration).await;
+    }
+
+    /// The webhook's subscription. A deleted one drops the webhook (logged,
+    /// terminated); SQLite trouble NAKs it for a retry shortly. `None` in
+    /// both cases: the message is dealt with.
+    async fn subscription(
+        &self,
+        msg: &jetstream::Message,
+        p: &Parsed,
+    ) -> Option<Arc<Subscription>> {
+        match self.cache.get(p.meta.subscription_id).await {
+            Ok(Some(sub)) => Some(sub),
             Ok(None) => {
                 tracing::info!("subscription deleted; dropping the webhook");
                 let dropped = Write::Dropped {
@@ -293,18 +364,27 @@ impl Deliverer {
                 }
                 self.metrics.webhooks_given_up.inc();
                 self.logged.set(p.meta.id, None);
-                ack(&msg, AckKind::Term).await;
-                return;
+                ack(msg, AckKind::Term).await;
+                None
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reading the subscription; retrying shortly");
-                ack(&msg, AckKind::Nak(Some(STORE_TROUBLE_DELAY))).await;
-                return;
+                ack(msg, AckKind::Nak(Some(STORE_TROUBLE_DELAY))).await;
+                None
             }
-        };
+        }
+    }
 
-        self.in_flight.insert(p.meta.id);
-        let started_at = Utc::now();
+    /// POSTs the webhook to the subscription's target. At the shutdown
+    /// deadline the attempt is abandoned and the message NAKed (`None`).
+    async fn send(
+        &self,
+        msg: &jetstream::Message,
+        p: &Parsed,
+        sub: &Subscription,
+        started_at: DateTime<Utc>,
+        hard_stop: &CancellationToken,
+    ) -> Option<client::Response> {
         let id = p.meta.id.to_string();
         let send = self.sender.send(client::Request {
             url: &sub.target_url,
@@ -315,66 +395,76 @@ impl Deliverer {
             event_type: p.meta.event_type.as_deref(),
             secret: sub.secret.as_ref(),
         });
-        let response = tokio::select! {
-            r = send => r,
+        tokio::select! {
+            r = send => Some(r),
             _ = hard_stop.cancelled() => {
-                self.in_flight.remove(p.meta.id);
                 tracing::info!("shutdown deadline: attempt abandoned, message NAKed");
-                ack(&msg, AckKind::Nak(None)).await;
-                return;
-            }
-        };
-
-        let decision = retry::decide(attempt, response.result, &self.schedule);
-        let next_retry_at = decision
-            .retry_in
-            .and_then(|d| chrono::Duration::from_std(d).ok())
-            .map(|d| Utc::now() + d);
-        let duration_ms = response.duration.as_millis() as u64;
-        let write = Write::Attempt(Arc::new(AttemptWrite {
-            webhook: p.meta.clone(),
-            target_url: sub.target_url.clone(),
-            timestamp: started_at,
-            attempt_number: attempt,
-            outcome: decision.outcome,
-            status_code: response.status_code,
-            error: response.error.clone(),
-            duration_ms,
-            response_body: response.body,
-            next_retry_at,
-        }));
-        let logged = self.log_attempt(&msg, write, &hard_stop).await;
-        self.in_flight.remove(p.meta.id);
-        if !logged {
-            // Shutdown deadline with SQLite still failing: the message goes
-            // back to JetStream unacked; this attempt's row is lost.
-            ack(&msg, AckKind::Nak(None)).await;
-            return;
-        }
-        self.metrics
-            .record_attempt(decision.outcome, response.duration.as_secs_f64());
-        tracing::info!(
-            outcome = %decision.outcome,
-            status = response.status_code,
-            duration_ms,
-            error = response.error.as_deref(),
-            retry_in_ms = decision.retry_in.map(|d| d.as_millis() as u64),
-            "delivery attempt"
-        );
-        let waiting = (decision.outcome == Outcome::FailedAttempt).then_some(attempt);
-        self.logged.set(p.meta.id, waiting);
-        match decision.outcome {
-            Outcome::Success => ack(&msg, AckKind::Ack).await,
-            Outcome::FailedAttempt => {
-                self.metrics.retries_scheduled.inc();
-                ack(&msg, AckKind::Nak(decision.retry_in)).await
-            }
-            Outcome::Failure => {
-                self.metrics.webhooks_given_up.inc();
-                ack(&msg, AckKind::Term).await
+                ack(msg, AckKind::Nak(None)).await;
+                None
             }
         }
     }
+
+    /// After the attempt's row is durable: counts it, logs it, remembers the
+    /// attempts of a webhook waiting for a retry, and tells JetStream.
+    async fn settle(
+        &self,
+        msg: &jetstream::Message,
+        row: &AttemptWrite,
+        decision: retry::Decision,
+        duration: Duration,
+    ) {
+        self.metrics
+            .record_attempt(decision.outcome, duration.as_secs_f64());
+        tracing::info!(
+            outcome = %decision.outcome,
+            status = row.status_code,
+            duration_ms = row.duration_ms,
+            error = row.error.as_deref(),
+            retry_in_ms = decision.retry_in.map(|d| d.as_millis() as u64),
+            "delivery attempt"
+        );
+        let waiting = (decision.outcome == Outcome::FailedAttempt).then_some(row.attempt_number);
+        self.logged.set(row.webhook.id, waiting);
+        match decision.outcome {
+            Outcome::Success => ack(msg, AckKind::Ack).await,
+            Outcome::FailedAttempt => {
+                self.metrics.retries_scheduled.inc();
+                ack(msg, AckKind::Nak(decision.retry_in)).await
+            }
+            Outcome::Failure => {
+                self.metrics.webhooks_given_up.inc();
+                ack(msg, AckKind::Term).await
+            }
+        }
+    }
+}
+
+/// The attempt's row and the webhook summary it leaves behind.
+fn attempt_row(
+    p: &Parsed,
+    sub: &Subscription,
+    started_at: DateTime<Utc>,
+    attempt: u32,
+    decision: retry::Decision,
+    response: client::Response,
+) -> Arc<AttemptWrite> {
+    let next_retry_at = decision
+        .retry_in
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .map(|d| Utc::now() + d);
+    Arc::new(AttemptWrite {
+        webhook: p.meta.clone(),
+        target_url: sub.target_url.clone(),
+        timestamp: started_at,
+        attempt_number: attempt,
+        outcome: decision.outcome,
+        status_code: response.status_code,
+        error: response.error,
+        duration_ms: response.duration.as_millis() as u64,
+        response_body: response.body,
+        next_retry_at,
+    })
 }
 
 impl Deliverer {

@@ -153,32 +153,7 @@ async fn spawn(spec: &Spec, port: Option<u16>) -> Result<(Child, u16), QueueErro
         }
     }
     let log_file = spec.store_dir.join("nats-server.log");
-    let mut cmd = Command::new(&spec.bin);
-    cmd.arg("-c")
-        .arg(spec.conf_file())
-        .arg("-js")
-        .arg("-sd")
-        .arg(&spec.store_dir)
-        .args(["-a", "127.0.0.1", "-p"])
-        .arg(port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into()))
-        .arg("--ports_file_dir")
-        .arg(&spec.run_dir)
-        .arg("-l")
-        .arg(&log_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let mut cmd = command(spec, port, &log_file);
     let mut child = cmd.spawn().map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             QueueError::NatsServerMissing {
@@ -213,6 +188,40 @@ async fn spawn(spec: &Spec, port: Option<u16>) -> Result<(Child, u16), QueueErro
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The nats-server command line: JetStream with its store under the data
+/// directory, loopback only, the given port (or any free one, written to
+/// the ports file), its log to a file. In its own process group, and sent
+/// SIGTERM when webhookd dies.
+fn command(spec: &Spec, port: Option<u16>, log_file: &Path) -> Command {
+    let mut cmd = Command::new(&spec.bin);
+    cmd.arg("-c")
+        .arg(spec.conf_file())
+        .arg("-js")
+        .arg("-sd")
+        .arg(&spec.store_dir)
+        .args(["-a", "127.0.0.1", "-p"])
+        .arg(port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into()))
+        .arg("--ports_file_dir")
+        .arg(&spec.run_dir)
+        .arg("-l")
+        .arg(log_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 /// The client port from a ports file (`{"nats": ["nats://127.0.0.1:4222"]}`

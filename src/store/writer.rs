@@ -248,85 +248,101 @@ fn commit(conn: &mut Connection, batch: &[Request]) -> Result<(), StoreError> {
 
 fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> {
     match write {
-        Write::Webhook { meta, status } => {
-            conn.prepare_cached(
-                "INSERT INTO webhooks (id, subscription_id, event_type, received_at, stream_seq, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(id) DO NOTHING",
-            )?
-            .execute(params![
-                meta.id.to_string(),
-                meta.subscription_id.to_string(),
-                meta.event_type,
-                to_millis(meta.received_at),
-                meta.stream_seq.map(|s| s as i64),
-                status.as_str(),
-            ])?;
-        }
-        Write::Attempt(a) => {
-            let m = &a.webhook;
-            conn.prepare_cached(
-                "INSERT INTO webhooks (id, subscription_id, event_type, received_at, stream_seq,
-                     status, attempts, last_attempt_at, last_outcome, last_status_code, last_error,
-                     next_retry_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT(id) DO UPDATE SET
-                     status = excluded.status, attempts = excluded.attempts,
-                     last_attempt_at = excluded.last_attempt_at,
-                     last_outcome = excluded.last_outcome,
-                     last_status_code = excluded.last_status_code,
-                     last_error = excluded.last_error, next_retry_at = excluded.next_retry_at,
-                     stream_seq = COALESCE(webhooks.stream_seq, excluded.stream_seq)
-                 WHERE excluded.attempts >= webhooks.attempts",
-            )?
-            .execute(params![
-                m.id.to_string(),
-                m.subscription_id.to_string(),
-                m.event_type,
-                to_millis(m.received_at),
-                m.stream_seq.map(|s| s as i64),
-                a.outcome.status().as_str(),
-                a.attempt_number,
-                to_millis(a.timestamp),
-                a.outcome.as_str(),
-                a.status_code,
-                a.error,
-                a.next_retry_at.map(to_millis),
-            ])?;
-            conn.prepare_cached(
-                "INSERT INTO delivery_attempts (webhook_id, subscription_id, target_url, timestamp,
-                     attempt_number, outcome, status_code, error, duration_ms, response_body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                m.id.to_string(),
-                m.subscription_id.to_string(),
-                a.target_url,
-                to_millis(a.timestamp),
-                a.attempt_number,
-                a.outcome.as_str(),
-                a.status_code,
-                a.error,
-                a.duration_ms as i64,
-                a.response_body,
-            ])?;
-        }
-        Write::Dropped { meta, reason } => {
-            conn.prepare_cached(
-                "INSERT INTO webhooks (id, subscription_id, event_type, received_at, stream_seq,
-                     status, last_error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'failed', ?6)
-                 ON CONFLICT(id) DO UPDATE SET status = 'failed', last_error = excluded.last_error,
-                     next_retry_at = NULL",
-            )?
-            .execute(params![
-                meta.id.to_string(),
-                meta.subscription_id.to_string(),
-                meta.event_type,
-                to_millis(meta.received_at),
-                meta.stream_seq.map(|s| s as i64),
-                reason,
-            ])?;
-        }
+        Write::Webhook { meta, status } => insert_webhook(conn, meta, *status),
+        Write::Attempt(a) => insert_attempt(conn, a),
+        Write::Dropped { meta, reason } => mark_dropped(conn, meta, reason),
     }
+}
+
+/// The webhook's first row; a row an attempt already wrote is kept.
+fn insert_webhook(
+    conn: &Connection,
+    meta: &WebhookMeta,
+    status: WebhookStatus,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO webhooks (id, subscription_id, event_type, received_at, stream_seq, status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(id) DO NOTHING",
+    )?
+    .execute(params![
+        meta.id.to_string(),
+        meta.subscription_id.to_string(),
+        meta.event_type,
+        to_millis(meta.received_at),
+        meta.stream_seq.map(|s| s as i64),
+        status.as_str(),
+    ])?;
+    Ok(())
+}
+
+/// The attempt's row, and the webhook summary it leaves behind (an older
+/// attempt arriving late never overwrites a newer summary).
+fn insert_attempt(conn: &Connection, a: &AttemptWrite) -> Result<(), StoreError> {
+    let m = &a.webhook;
+    conn.prepare_cached(
+        "INSERT INTO webhooks (id, subscription_id, event_type, received_at, stream_seq,
+             status, attempts, last_attempt_at, last_outcome, last_status_code, last_error,
+             next_retry_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT(id) DO UPDATE SET
+             status = excluded.status, attempts = excluded.attempts,
+             last_attempt_at = excluded.last_attempt_at,
+             last_outcome = excluded.last_outcome,
+             last_status_code = excluded.last_status_code,
+             last_error = excluded.last_error, next_retry_at = excluded.next_retry_at,
+             stream_seq = COALESCE(webhooks.stream_seq, excluded.stream_seq)
+         WHERE excluded.attempts >= webhooks.attempts",
+    )?
+    .execute(params![
+        m.id.to_string(),
+        m.subscription_id.to_string(),
+        m.event_type,
+        to_millis(m.received_at),
+        m.stream_seq.map(|s| s as i64),
+        a.outcome.status().as_str(),
+        a.attempt_number,
+        to_millis(a.timestamp),
+        a.outcome.as_str(),
+        a.status_code,
+        a.error,
+        a.next_retry_at.map(to_millis),
+    ])?;
+    conn.prepare_cached(
+        "INSERT INTO delivery_attempts (webhook_id, subscription_id, target_url, timestamp,
+             attempt_number, outcome, status_code, error, duration_ms, response_body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        m.id.to_string(),
+        m.subscription_id.to_string(),
+        a.target_url,
+        to_millis(a.timestamp),
+        a.attempt_number,
+        a.outcome.as_str(),
+        a.status_code,
+        a.error,
+        a.duration_ms as i64,
+        a.response_body,
+    ])?;
+    Ok(())
+}
+
+/// A webhook given up without an attempt (its subscription is gone).
+fn mark_dropped(conn: &Connection, meta: &WebhookMeta, reason: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO webhooks (id, subscription_id, event_type, received_at, stream_seq,
+             status, last_error)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'failed', ?6)
+         ON CONFLICT(id) DO UPDATE SET status = 'failed', last_error = excluded.last_error,
+             next_retry_at = NULL",
+    )?
+    .execute(params![
+        meta.id.to_string(),
+        meta.subscription_id.to_string(),
+        meta.event_type,
+        to_millis(meta.received_at),
+        meta.stream_seq.map(|s| s as i64),
+        reason,
+    ])?;
     Ok(())
 }
