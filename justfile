@@ -25,7 +25,7 @@ tui *ARGS:
 # Formatting and lints, as CI expects them
 lint:
     cargo fmt --all -- --check
-    cargo clippy --all-targets -- -D warnings
+    cargo clippy --workspace --all-targets -- -D warnings
 
 # Benchmark on loopback: release build, all scenarios, table + target/bench/results.json.
 # Arguments go to `bench run`, e.g. `just bench --only baseline,ingest --n 10000`.

@@ -23,6 +23,9 @@
 //!
 //! [`run`] wires them together; `main.rs` only parses flags, binds and
 //! calls it, so tests run the whole service in-process on port 0.
+//!
+//! `docs/architecture.md` in the repository describes the data flow of one
+//! webhook, the queue and storage design, and the guarantees.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 

@@ -11,7 +11,7 @@ use super::StoreError;
 /// Migrations in order; entry `i` brings the schema to version `i + 1`.
 /// Never edit a released entry: append a new one.
 const MIGRATIONS: &[&str] = &[
-    // 1: the schema of DESIGN.md.
+    // 1: subscriptions, webhooks and delivery attempts (docs/architecture.md, "Storage").
     "CREATE TABLE subscriptions (
          id          TEXT PRIMARY KEY NOT NULL,
          target_url  TEXT NOT NULL,
