@@ -9,12 +9,13 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
 
 use crate::api::{
     ApiError, Attempt, AttemptsPage, NewSubscription, Outcome, Subscription, SubscriptionPatch,
     WebhookStatus,
 };
+use crate::keymap::{self, Cmd, Where};
 use crate::metrics::{Rates, Sample};
 
 /// How many attempts the live tail keeps (and buffers while paused).
@@ -155,6 +156,33 @@ pub enum Tab {
     Subscriptions,
     /// Live delivery tail (key 2).
     Live,
+}
+
+impl Tab {
+    /// Every tab, in the order of the tab bar.
+    pub const ALL: [Tab; 2] = [Tab::Subscriptions, Tab::Live];
+
+    fn position(self) -> usize {
+        Tab::ALL.iter().position(|&t| t == self).unwrap_or(0)
+    }
+
+    /// The tab after this one (wrapping).
+    pub fn next(self) -> Tab {
+        Tab::ALL[(self.position() + 1) % Tab::ALL.len()]
+    }
+
+    /// The tab before this one (wrapping).
+    pub fn prev(self) -> Tab {
+        Tab::ALL[(self.position() + Tab::ALL.len() - 1) % Tab::ALL.len()]
+    }
+
+    /// Name in the tab bar.
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Subscriptions => "Subscriptions",
+            Tab::Live => "Live",
+        }
+    }
 }
 
 /// Which screen is in front, for headers, footers and tests.
@@ -580,8 +608,23 @@ pub fn matches_filter(sub: &Subscription, filter: &str) -> bool {
         || events.to_lowercase().contains(&filter)
 }
 
-fn is_ctrl(key: &KeyEvent, c: char) -> bool {
-    key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char(c)
+/// Rows one page move skips.
+const PAGE_ROWS: usize = 10;
+
+/// Move a row selection among `len` rows as `cmd` says; false when `cmd`
+/// is not a move.
+fn select_row(selected: &mut usize, len: usize, cmd: Cmd) -> bool {
+    let last = len.saturating_sub(1);
+    *selected = match cmd {
+        Cmd::Up => selected.saturating_sub(1),
+        Cmd::Down => (*selected + 1).min(last),
+        Cmd::PageUp => selected.saturating_sub(PAGE_ROWS),
+        Cmd::PageDown => (*selected + PAGE_ROWS).min(last),
+        Cmd::Top => 0,
+        Cmd::Bottom => last,
+        _ => return false,
+    };
+    true
 }
 
 impl App {
@@ -1123,75 +1166,97 @@ impl App {
         if key.kind == KeyEventKind::Release {
             return Vec::new();
         }
-        if is_ctrl(&key, 'c') {
+        // Ctrl-C quits from anywhere, forms and dialogs included.
+        if keymap::command(Where::Everywhere, &key) == Some(Cmd::ForceQuit) {
             self.should_quit = true;
             return Vec::new();
         }
+        for place in self.key_places() {
+            if let Some(cmd) = keymap::command(place, &key) {
+                return self.run(place, cmd, key);
+            }
+        }
+        Vec::new()
+    }
+
+    /// Where keys are looked up, first match wins: an overlay or a form
+    /// takes every key; otherwise the filter line (while it has focus),
+    /// the screen, then the keys that work everywhere. The first place is
+    /// also the one the footer describes.
+    pub fn key_places(&self) -> Vec<Where> {
         if self.show_help {
-            match key.code {
-                KeyCode::Char('q') => self.should_quit = true,
-                KeyCode::Esc | KeyCode::Char('?') | KeyCode::Char('3') | KeyCode::Enter => {
-                    self.show_help = false
+            return vec![Where::HelpOverlay];
+        }
+        if self.confirm_delete.is_some() {
+            return vec![Where::DeleteDialog];
+        }
+        let screen = self.screen();
+        if screen == Screen::Form {
+            return vec![Where::Screen(screen)];
+        }
+        let mut places = Vec::with_capacity(3);
+        if screen == Screen::Subscriptions && self.subs.filter_editing {
+            places.push(Where::FilterLine);
+        }
+        places.push(Where::Screen(screen));
+        places.push(Where::Everywhere);
+        places
+    }
+
+    /// Carry out `cmd`, which `key` means in `place`.
+    fn run(&mut self, place: Where, cmd: Cmd, key: KeyEvent) -> Vec<Effect> {
+        match place {
+            Where::Everywhere => self.global_command(cmd),
+            Where::HelpOverlay => {
+                match cmd {
+                    Cmd::Quit => self.should_quit = true,
+                    Cmd::CloseHelp => self.show_help = false,
+                    _ => {}
                 }
-                _ => {}
+                Vec::new()
             }
-            return Vec::new();
+            Where::DeleteDialog => self.confirm_command(cmd),
+            Where::FilterLine => {
+                self.filter_command(cmd, key);
+                Vec::new()
+            }
+            Where::Screen(Screen::Subscriptions) => self.list_command(cmd),
+            Where::Screen(Screen::Live) => self.live_command(cmd),
+            Where::Screen(Screen::Form) => self.form_command(cmd, key),
+            Where::Screen(Screen::SubscriptionDetail) => self.detail_command(cmd),
+            Where::Screen(Screen::WebhookDetail) => self.webhook_command(cmd),
         }
-        if let Some(confirm) = self.confirm_delete.clone() {
-            match key.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') => {
-                    self.confirm_delete = None;
-                    self.set_flash(format!("Deleting {}…", short_id(&confirm.id)), false);
-                    return vec![Effect::DeleteSubscription(confirm.id)];
-                }
-                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => {
-                    self.confirm_delete = None;
-                }
-                _ => {}
-            }
-            return Vec::new();
-        }
-        if matches!(self.stack.last(), Some(View::Form(_))) {
-            return self.form_key(key);
-        }
-        if self.screen() == Screen::Subscriptions
-            && self.subs.filter_editing
-            && self.filter_key(key)
-        {
-            return Vec::new();
-        }
-        // Keys that work on every non-form screen.
-        match key.code {
-            KeyCode::Char('q') => {
-                self.should_quit = true;
-                return Vec::new();
-            }
-            KeyCode::Char('?') | KeyCode::Char('3') => {
-                self.show_help = true;
-                return Vec::new();
-            }
-            KeyCode::Tab | KeyCode::BackTab => {
-                let next = match self.tab {
-                    Tab::Subscriptions => Tab::Live,
-                    Tab::Live => Tab::Subscriptions,
-                };
-                return self.switch_tab(next);
-            }
-            KeyCode::Char('1') => return self.switch_tab(Tab::Subscriptions),
-            KeyCode::Char('2') => return self.switch_tab(Tab::Live),
-            KeyCode::Esc if !self.stack.is_empty() => {
+    }
+
+    fn global_command(&mut self, cmd: Cmd) -> Vec<Effect> {
+        match cmd {
+            Cmd::Quit | Cmd::ForceQuit => self.should_quit = true,
+            Cmd::Help => self.show_help = true,
+            Cmd::Show(tab) => return self.switch_tab(tab),
+            Cmd::NextTab => return self.switch_tab(self.tab.next()),
+            Cmd::PrevTab => return self.switch_tab(self.tab.prev()),
+            Cmd::Back => {
                 self.stack.pop();
-                return Vec::new();
             }
             _ => {}
         }
-        match self.screen() {
-            Screen::Subscriptions => self.list_key(key),
-            Screen::Live => self.live_key(key),
-            Screen::SubscriptionDetail => self.detail_key(key),
-            Screen::WebhookDetail => self.webhook_key(key),
-            Screen::Form => Vec::new(),
+        Vec::new()
+    }
+
+    fn confirm_command(&mut self, cmd: Cmd) -> Vec<Effect> {
+        let Some(confirm) = self.confirm_delete.clone() else {
+            return Vec::new();
+        };
+        match cmd {
+            Cmd::Confirm => {
+                self.confirm_delete = None;
+                self.set_flash(format!("Deleting {}…", short_id(&confirm.id)), false);
+                return vec![Effect::DeleteSubscription(confirm.id)];
+            }
+            Cmd::Cancel => self.confirm_delete = None,
+            _ => {}
         }
+        Vec::new()
     }
 
     fn switch_tab(&mut self, tab: Tab) -> Vec<Effect> {
@@ -1201,26 +1266,29 @@ impl App {
         Vec::new()
     }
 
-    /// Handle a key while the filter line has focus; false lets it through.
-    fn filter_key(&mut self, key: KeyEvent) -> bool {
-        match key.code {
-            KeyCode::Enter => self.subs.filter_editing = false,
-            KeyCode::Esc => {
-                self.subs.filter_editing = false;
-                self.subs.filter.clear();
-                self.subs.selected = 0;
-            }
-            KeyCode::Backspace => {
+    fn clear_filter(&mut self) {
+        self.subs.filter_editing = false;
+        self.subs.filter.clear();
+        self.subs.selected = 0;
+    }
+
+    /// A command of the filter line (which has the keyboard).
+    fn filter_command(&mut self, cmd: Cmd, key: KeyEvent) {
+        match cmd {
+            Cmd::FilterDone => self.subs.filter_editing = false,
+            Cmd::ClearFilter => self.clear_filter(),
+            Cmd::Erase => {
                 self.subs.filter.pop();
                 self.subs.selected = 0;
             }
-            KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => {
-                self.subs.filter.push(c);
-                self.subs.selected = 0;
+            Cmd::Type => {
+                if let KeyCode::Char(c) = key.code {
+                    self.subs.filter.push(c);
+                    self.subs.selected = 0;
+                }
             }
-            _ => return false,
+            _ => {}
         }
-        true
     }
 
     /// The selected row of the subscription list.
@@ -1230,39 +1298,29 @@ impl App {
             .copied()
     }
 
-    fn list_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+    fn list_command(&mut self, cmd: Cmd) -> Vec<Effect> {
         let len = self.visible_subscriptions().len();
-        let sel = &mut self.subs.selected;
-        match key.code {
-            KeyCode::Up | KeyCode::Char('k') => *sel = sel.saturating_sub(1),
-            KeyCode::Down | KeyCode::Char('j') => *sel = (*sel + 1).min(len.saturating_sub(1)),
-            KeyCode::PageUp => *sel = sel.saturating_sub(10),
-            KeyCode::PageDown => *sel = (*sel + 10).min(len.saturating_sub(1)),
-            KeyCode::Home | KeyCode::Char('g') => *sel = 0,
-            KeyCode::End | KeyCode::Char('G') => *sel = len.saturating_sub(1),
-            KeyCode::Char('/') => self.subs.filter_editing = true,
-            KeyCode::Esc => {
-                self.subs.filter.clear();
-                self.subs.selected = 0;
-            }
-            KeyCode::Char('r') if !self.subs.loading => {
+        if select_row(&mut self.subs.selected, len, cmd) {
+            return Vec::new();
+        }
+        match cmd {
+            Cmd::Filter => self.subs.filter_editing = true,
+            Cmd::ClearFilter => self.clear_filter(),
+            Cmd::Refresh if !self.subs.loading => {
                 return vec![self.load_subscriptions()];
             }
-            KeyCode::Char('n') => self.stack.push(View::Form(FormState::create())),
-            KeyCode::Char('e') => {
+            Cmd::New => self.stack.push(View::Form(FormState::create())),
+            Cmd::Edit => {
                 if let Some(sub) = self.selected_subscription().cloned() {
                     self.stack.push(View::Form(FormState::edit(&sub)));
                 }
             }
-            KeyCode::Char('d') => {
-                if let Some(sub) = self.selected_subscription() {
-                    self.confirm_delete = Some(DeleteConfirm {
-                        id: sub.id.clone(),
-                        target_url: sub.target_url.clone(),
-                    });
+            Cmd::Delete => {
+                if let Some(sub) = self.selected_subscription().cloned() {
+                    self.ask_delete(&sub);
                 }
             }
-            KeyCode::Enter => {
+            Cmd::Open => {
                 if let Some(sub) = self.selected_subscription().cloned() {
                     return self.open_detail(sub.id.clone(), Some(sub));
                 }
@@ -1270,6 +1328,13 @@ impl App {
             _ => {}
         }
         Vec::new()
+    }
+
+    fn ask_delete(&mut self, sub: &Subscription) {
+        self.confirm_delete = Some(DeleteConfirm {
+            id: sub.id.clone(),
+            target_url: sub.target_url.clone(),
+        });
     }
 
     fn open_detail(&mut self, id: String, sub: Option<Subscription>) -> Vec<Effect> {
@@ -1292,19 +1357,16 @@ impl App {
         self.refresh_front(true)
     }
 
-    fn detail_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+    fn detail_command(&mut self, cmd: Cmd) -> Vec<Effect> {
         let Some(View::SubscriptionDetail(d)) = self.stack.last_mut() else {
             return Vec::new();
         };
         let len = self.recent.get(&d.id).map_or(0, Vec::len);
-        match key.code {
-            KeyCode::Up | KeyCode::Char('k') => d.selected = d.selected.saturating_sub(1),
-            KeyCode::Down | KeyCode::Char('j') => {
-                d.selected = (d.selected + 1).min(len.saturating_sub(1))
-            }
-            KeyCode::Home | KeyCode::Char('g') => d.selected = 0,
-            KeyCode::End | KeyCode::Char('G') => d.selected = len.saturating_sub(1),
-            KeyCode::Enter => {
+        if select_row(&mut d.selected, len, cmd) {
+            return Vec::new();
+        }
+        match cmd {
+            Cmd::Open => {
                 let webhook = self
                     .recent
                     .get(&d.id)
@@ -1314,18 +1376,15 @@ impl App {
                     return self.open_webhook(w);
                 }
             }
-            KeyCode::Char('r') => return self.refresh_front(true),
-            KeyCode::Char('e') => {
+            Cmd::Refresh => return self.refresh_front(true),
+            Cmd::Edit => {
                 if let Some(sub) = d.sub.clone() {
                     self.stack.push(View::Form(FormState::edit(&sub)));
                 }
             }
-            KeyCode::Char('d') => {
-                if let Some(sub) = &d.sub {
-                    self.confirm_delete = Some(DeleteConfirm {
-                        id: sub.id.clone(),
-                        target_url: sub.target_url.clone(),
-                    });
+            Cmd::Delete => {
+                if let Some(sub) = d.sub.clone() {
+                    self.ask_delete(&sub);
                 }
             }
             _ => {}
@@ -1333,20 +1392,17 @@ impl App {
         Vec::new()
     }
 
-    fn webhook_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+    fn webhook_command(&mut self, cmd: Cmd) -> Vec<Effect> {
         let Some(View::WebhookDetail(w)) = self.stack.last_mut() else {
             return Vec::new();
         };
         let len = w.status.as_ref().map_or(0, |s| s.attempts.len());
-        match key.code {
-            KeyCode::Up | KeyCode::Char('k') => w.selected = w.selected.saturating_sub(1),
-            KeyCode::Down | KeyCode::Char('j') => {
-                w.selected = (w.selected + 1).min(len.saturating_sub(1))
-            }
-            KeyCode::Home | KeyCode::Char('g') => w.selected = 0,
-            KeyCode::End | KeyCode::Char('G') => w.selected = len.saturating_sub(1),
-            KeyCode::Char('r') => return self.refresh_front(true),
-            KeyCode::Char('s') => {
+        if select_row(&mut w.selected, len, cmd) {
+            return Vec::new();
+        }
+        match cmd {
+            Cmd::Refresh => return self.refresh_front(true),
+            Cmd::OpenSubscription => {
                 if let Some(status) = &w.status {
                     let id = status.subscription_id.clone();
                     let sub = self.subs.items.iter().find(|s| s.id == id).cloned();
@@ -1358,28 +1414,28 @@ impl App {
         Vec::new()
     }
 
-    fn live_key(&mut self, key: KeyEvent) -> Vec<Effect> {
-        match key.code {
-            KeyCode::Char(' ') => {
+    fn live_command(&mut self, cmd: Cmd) -> Vec<Effect> {
+        match cmd {
+            Cmd::TogglePause => {
                 if self.live.paused {
                     self.live.resume();
                 } else {
                     self.live.paused = true;
                 }
             }
-            KeyCode::Char('f') => {
+            Cmd::CycleFilter => {
                 self.live.filter = self.live.filter.next();
                 self.live.selected = None;
             }
-            KeyCode::Char('c') => {
+            Cmd::Clear => {
                 self.live.ring.clear();
                 self.live.buffered.clear();
                 self.live.selected = None;
             }
-            KeyCode::Up | KeyCode::Char('k') => self.live.move_selection(true),
-            KeyCode::Down | KeyCode::Char('j') => self.live.move_selection(false),
-            KeyCode::End | KeyCode::Char('G') | KeyCode::Esc => self.live.selected = None,
-            KeyCode::Enter => {
+            Cmd::Up => self.live.move_selection(true),
+            Cmd::Down => self.live.move_selection(false),
+            Cmd::Follow => self.live.selected = None,
+            Cmd::Open => {
                 let webhook = self.live.selected.and_then(|id| {
                     self.live
                         .ring
@@ -1396,29 +1452,25 @@ impl App {
         Vec::new()
     }
 
-    fn form_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+    fn form_command(&mut self, cmd: Cmd, key: KeyEvent) -> Vec<Effect> {
         let Some(View::Form(form)) = self.stack.last_mut() else {
             return Vec::new();
         };
-        match key.code {
-            KeyCode::Esc => {
+        match cmd {
+            Cmd::Cancel => {
                 self.stack.pop();
             }
-            KeyCode::Tab | KeyCode::Down => form.move_focus(true),
-            KeyCode::BackTab | KeyCode::Up => form.move_focus(false),
-            KeyCode::Enter => return self.submit_form(),
-            KeyCode::Backspace => {
+            Cmd::NextField => form.move_focus(true),
+            Cmd::PrevField => form.move_focus(false),
+            Cmd::Save => return self.submit_form(),
+            Cmd::Erase => {
                 form.value_mut().pop();
             }
-            KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => {
-                form.value_mut().clear();
-            }
-            KeyCode::Char(c)
-                if !key
-                    .modifiers
-                    .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) =>
-            {
-                form.value_mut().push(c);
+            Cmd::ClearField => form.value_mut().clear(),
+            Cmd::Type => {
+                if let KeyCode::Char(c) = key.code {
+                    form.value_mut().push(c);
+                }
             }
             _ => {}
         }
@@ -1477,6 +1529,7 @@ impl App {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use ratatui::crossterm::event::KeyModifiers;
 
     fn key(code: KeyCode) -> Action {
         Action::Key(KeyEvent::new(code, KeyModifiers::NONE))

@@ -7,6 +7,7 @@
 //! - [`api`]: reqwest client and serde types of the HTTP API;
 //! - [`app`]: all UI state, changed only by `App::update(Action)`, no I/O;
 //! - [`ui`]: rendering as a pure function of the state;
+//! - [`keymap`]: the key table behind key handling, footer, help and README;
 //! - [`event`]: the one channel of ticks, terminal input and API results;
 //! - [`runtime`]: the loop gluing them together and running effects;
 //! - [`metrics`]: Prometheus counter parsing for the header rates.
@@ -14,6 +15,7 @@
 pub mod api;
 pub mod app;
 pub mod event;
+pub mod keymap;
 pub mod metrics;
 pub mod runtime;
 pub mod ui;

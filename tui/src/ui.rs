@@ -17,6 +17,7 @@ use crate::app::{
     short_id, success_rate, App, Connection, DetailState, FormField, FormState, Screen, Tab, View,
     WebhookView,
 };
+use crate::keymap::{self, Cmd, Where};
 
 /// Accent colour for keys, titles and focus.
 const ACCENT: Color = Color::Cyan;
@@ -199,23 +200,23 @@ fn breadcrumb(app: &App) -> String {
 }
 
 fn render_tabs(app: &App, frame: &mut Frame, area: Rect) {
-    let tab = |n: &str, name: &str, active: bool| {
+    let tab = |cmd: Cmd, name: &str, active: bool| {
         let style = if active {
             Style::new().fg(Color::Black).bg(Color::White).bold()
         } else {
             Style::new().fg(Color::Gray)
         };
-        Span::styled(format!(" {n} {name} "), style)
+        let key = keymap::key_name(Where::Everywhere, cmd).unwrap_or_default();
+        Span::styled(format!(" {key} {name} "), style)
     };
-    let mut spans = vec![
-        Span::raw(" "),
-        tab("1", "Subscriptions", app.tab == Tab::Subscriptions),
-        Span::raw(" "),
-        tab("2", "Live", app.tab == Tab::Live),
-        Span::raw(" "),
-        tab("?", "Help", app.show_help),
-        Span::raw("   "),
-    ];
+    let mut spans = Vec::new();
+    for t in Tab::ALL {
+        spans.push(Span::raw(" "));
+        spans.push(tab(Cmd::Show(t), t.title(), app.tab == t));
+    }
+    spans.push(Span::raw(" "));
+    spans.push(tab(Cmd::Help, "Help", app.show_help));
+    spans.push(Span::raw("   "));
     spans.push(Span::styled(
         breadcrumb(app),
         Style::new().fg(ACCENT).add_modifier(Modifier::BOLD),
@@ -757,15 +758,7 @@ fn render_confirm(id: &str, url: &str, frame: &mut Frame, area: Rect) {
         ]),
         Line::from(" Its pending deliveries stop. This cannot be undone."),
         Line::from(""),
-        Line::from(vec![
-            Span::styled(" y ", Style::new().fg(Color::Black).bg(Color::Red).bold()),
-            Span::raw(" delete    "),
-            Span::styled(
-                " n / Esc ",
-                Style::new().fg(Color::Black).bg(Color::Gray).bold(),
-            ),
-            Span::raw(" keep"),
-        ]),
+        Line::from(dialog_keys(Where::DeleteDialog)),
     ];
     frame.render_widget(
         Paragraph::new(lines)
@@ -775,86 +768,56 @@ fn render_confirm(id: &str, url: &str, frame: &mut Frame, area: Rect) {
     );
 }
 
-/// Every key binding, grouped by screen, for the help overlay.
-pub const HELP: &[(&str, &[(&str, &str)])] = &[
-    (
-        "Everywhere",
-        &[
-            ("1 / 2", "Subscriptions / Live"),
-            ("Tab", "next screen"),
-            ("? / 3", "this help"),
-            ("Esc", "back / close"),
-            ("q", "quit"),
-            ("Ctrl-C", "quit (also in forms)"),
-        ],
-    ),
-    (
-        "Subscriptions",
-        &[
-            ("↑↓ j k", "select"),
-            ("Enter", "open"),
-            ("n", "new"),
-            ("e", "edit"),
-            ("d", "delete (asks y/n)"),
-            ("/", "filter url/id/events"),
-            ("r", "refresh"),
-        ],
-    ),
-    (
-        "New / edit form",
-        &[
-            ("Tab ↓ / ⇧Tab ↑", "next / previous field"),
-            ("Enter", "save"),
-            ("Ctrl-U", "clear field"),
-            ("Esc", "cancel"),
-        ],
-    ),
-    (
-        "Subscription detail",
-        &[
-            ("↑↓", "select attempt"),
-            ("Enter", "open its webhook"),
-            ("e / d", "edit / delete"),
-            ("r", "refresh"),
-        ],
-    ),
-    (
-        "Webhook detail",
-        &[
-            ("↑↓", "select attempt"),
-            ("s", "open subscription"),
-            ("r", "refresh"),
-        ],
-    ),
-    (
-        "Live deliveries",
-        &[
-            ("space", "pause / resume (buffers)"),
-            ("f", "outcome filter"),
-            ("↑↓", "select"),
-            ("Enter", "open webhook"),
-            ("End / Esc", "follow the tail"),
-            ("c", "clear"),
-        ],
-    ),
-];
+/// The answers of a dialog as buttons, from its key table block: the one
+/// that confirms in red.
+fn dialog_keys(place: Where) -> Vec<Span<'static>> {
+    let mut spans = Vec::new();
+    for b in keymap::block(place).map_or(&[][..], |block| block.bindings) {
+        let confirms = b.map.iter().any(|&(_, cmd)| cmd == Cmd::Confirm);
+        let bg = if confirms { Color::Red } else { Color::Gray };
+        if !spans.is_empty() {
+            spans.push(Span::raw("    "));
+        }
+        spans.push(Span::styled(
+            format!(" {} ", b.keys),
+            Style::new().fg(Color::Black).bg(bg).bold(),
+        ));
+        spans.push(Span::raw(format!(" {}", b.does)));
+    }
+    spans
+}
 
-fn help_column(groups: &[(&str, &[(&str, &str)])]) -> Vec<Line<'static>> {
+fn help_column(blocks: &[&keymap::Block]) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
-    for (title, keys) in groups {
+    for block in blocks {
         lines.push(Line::from(Span::styled(
-            title.to_string(),
+            block.title,
             Style::new().fg(ACCENT).bold(),
         )));
-        for (k, what) in keys.iter() {
+        for b in block.bindings.iter().filter(|b| b.in_help) {
             lines.push(Line::from(vec![
-                Span::styled(format!("  {k:<15}"), Style::new().bold()),
-                Span::raw(what.to_string()),
+                Span::styled(format!("  {:<15}", b.keys), Style::new().bold()),
+                Span::raw(b.does),
             ]));
         }
         lines.push(Line::from(""));
     }
     lines
+}
+
+/// Where to split the help sections into two columns of similar height.
+fn help_split(blocks: &[&keymap::Block]) -> usize {
+    let heights: Vec<usize> = blocks
+        .iter()
+        .map(|b| 2 + b.bindings.iter().filter(|b| b.in_help).count())
+        .collect();
+    let total: usize = heights.iter().sum();
+    (0..=blocks.len())
+        .min_by_key(|&i| {
+            let left: usize = heights[..i].iter().sum();
+            left.max(total - left)
+        })
+        .unwrap_or(0)
 }
 
 fn render_help(frame: &mut Frame, area: Rect) {
@@ -870,8 +833,10 @@ fn render_help(frame: &mut Frame, area: Rect) {
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
             .areas(inner.inner(ratatui::layout::Margin::new(1, 0)));
-    frame.render_widget(Paragraph::new(Text::from(help_column(&HELP[..3]))), left);
-    frame.render_widget(Paragraph::new(Text::from(help_column(&HELP[3..]))), right);
+    let sections: Vec<&keymap::Block> = keymap::help_blocks().collect();
+    let (first, second) = sections.split_at(help_split(&sections));
+    frame.render_widget(Paragraph::new(Text::from(help_column(first))), left);
+    frame.render_widget(Paragraph::new(Text::from(help_column(second))), right);
 }
 
 fn render_status(app: &App, frame: &mut Frame, area: Rect) {
@@ -904,78 +869,31 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(Paragraph::new(line), area);
 }
 
-/// The key hints of the footer for the current screen.
+/// The key hints of the footer for the current screen, from the key table.
 pub fn key_hints(app: &App) -> Vec<(String, String)> {
-    let s = |k: &str, v: &str| (k.to_string(), v.to_string());
-    if app.show_help {
-        return vec![s("Esc/?", "close help"), s("q", "quit")];
+    let Some(&place) = app.key_places().first() else {
+        return Vec::new();
+    };
+    keymap::footer(place)
+        .into_iter()
+        .map(|(cmd, hint)| {
+            let does = live_words(app, place, cmd).unwrap_or_else(|| hint.does.to_string());
+            (hint.keys.to_string(), does)
+        })
+        .collect()
+}
+
+/// Footer words that show the live tail's state.
+fn live_words(app: &App, place: Where, cmd: Cmd) -> Option<String> {
+    if place != Where::Screen(Screen::Live) {
+        return None;
     }
-    if app.confirm_delete.is_some() {
-        return vec![s("y", "delete"), s("n/Esc", "keep")];
-    }
-    match app.screen() {
-        Screen::Subscriptions if app.subs.filter_editing => vec![
-            s("type", "filter"),
-            s("⏎", "done"),
-            s("Esc", "clear filter"),
-            s("↑↓", "select"),
-        ],
-        Screen::Subscriptions => vec![
-            s("↑↓", "select"),
-            s("⏎", "open"),
-            s("n", "new"),
-            s("e", "edit"),
-            s("d", "delete"),
-            s("/", "filter"),
-            s("r", "refresh"),
-            s("Tab/1-2", "screens"),
-            s("?", "help"),
-            s("q", "quit"),
-        ],
-        Screen::Form => vec![
-            s("Tab/⇧Tab/↑↓", "field"),
-            s("⏎", "save"),
-            s("Ctrl-U", "clear field"),
-            s("Esc", "cancel"),
-            s("Ctrl-C", "quit"),
-        ],
-        Screen::SubscriptionDetail => vec![
-            s("↑↓", "select"),
-            s("⏎", "open webhook"),
-            s("e", "edit"),
-            s("d", "delete"),
-            s("r", "refresh"),
-            s("Esc", "back"),
-            s("?", "help"),
-            s("q", "quit"),
-        ],
-        Screen::WebhookDetail => vec![
-            s("↑↓", "select attempt"),
-            s("s", "subscription"),
-            s("r", "refresh"),
-            s("Esc", "back"),
-            s("?", "help"),
-            s("q", "quit"),
-        ],
-        Screen::Live => {
-            let pause = if app.live.paused {
-                format!("resume ({} buffered)", app.live.buffered.len())
-            } else {
-                "pause (buffers)".to_string()
-            };
-            vec![
-                ("space".to_string(), pause),
-                (
-                    "f".to_string(),
-                    format!("filter: {}", app.live.filter.label()),
-                ),
-                s("↑↓", "select"),
-                s("⏎", "open"),
-                s("End", "follow"),
-                s("?", "help"),
-                s("q", "quit"),
-            ]
+    match cmd {
+        Cmd::TogglePause if app.live.paused => {
+            Some(format!("resume ({} buffered)", app.live.buffered.len()))
         }
+        Cmd::CycleFilter => Some(format!("filter: {}", app.live.filter.label())),
+        _ => None,
     }
 }
 
