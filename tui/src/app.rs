@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use chrono::{DateTime, Utc};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
 
+pub use crate::action::{Action, Effect};
 use crate::api::{
     ApiError, Attempt, AttemptsPage, NewSubscription, Outcome, Subscription, SubscriptionPatch,
     WebhookStatus,
@@ -39,115 +40,6 @@ pub const LIVE_CATCHUP_PER_TICK: u8 = 4;
 pub const LIST_EVERY_TICKS: u64 = 5;
 /// Ticks a flash message stays in the footer.
 pub const FLASH_TICKS: u8 = 5;
-
-/// Everything that can happen to the app: input, time, and API results.
-#[derive(Debug, Clone)]
-pub enum Action {
-    /// First action after start: triggers the initial loads.
-    Init,
-    /// Once a second; carries the wall clock so that `App` never reads it.
-    Tick {
-        /// Current time.
-        now: DateTime<Utc>,
-    },
-    /// A key press.
-    Key(KeyEvent),
-    /// Answer of `GET /healthz`.
-    Health(Result<(), ApiError>),
-    /// Answer of the (paginated) subscription list.
-    SubscriptionsLoaded(Result<Vec<Subscription>, ApiError>),
-    /// Answer of `GET /subscriptions/{id}`.
-    SubscriptionLoaded {
-        /// Requested id.
-        id: String,
-        /// Answer.
-        result: Result<Subscription, ApiError>,
-    },
-    /// Answer of `GET /subscriptions/{id}/attempts`.
-    SubscriptionAttemptsLoaded {
-        /// Requested subscription id.
-        id: String,
-        /// Answer, most recent first.
-        result: Result<Vec<Attempt>, ApiError>,
-    },
-    /// Answer of `POST /subscriptions`.
-    SubscriptionCreated(Result<Subscription, ApiError>),
-    /// Answer of `PATCH /subscriptions/{id}`.
-    SubscriptionUpdated {
-        /// Patched id.
-        id: String,
-        /// Answer.
-        result: Result<Subscription, ApiError>,
-    },
-    /// Answer of `DELETE /subscriptions/{id}`.
-    SubscriptionDeleted {
-        /// Deleted id.
-        id: String,
-        /// Answer.
-        result: Result<(), ApiError>,
-    },
-    /// Answer of `GET /status/{id}`.
-    WebhookStatusLoaded {
-        /// Requested webhook id.
-        id: String,
-        /// Answer.
-        result: Result<WebhookStatus, ApiError>,
-    },
-    /// Answer of `GET /attempts?after=..`.
-    AttemptsPolled {
-        /// The cursor the poll was made with.
-        after: Option<i64>,
-        /// Answer.
-        result: Result<AttemptsPage, ApiError>,
-    },
-    /// Answer of `GET /metrics`.
-    MetricsScraped {
-        /// When the scrape finished (the time base of rates).
-        at: DateTime<Utc>,
-        /// Prometheus text.
-        result: Result<String, ApiError>,
-    },
-}
-
-/// Work the runtime must do on the app's behalf; each ends in an [`Action`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    /// `GET /healthz` → [`Action::Health`].
-    CheckHealth,
-    /// `GET /metrics` → [`Action::MetricsScraped`].
-    ScrapeMetrics,
-    /// All pages of `GET /subscriptions` → [`Action::SubscriptionsLoaded`].
-    LoadSubscriptions,
-    /// `GET /subscriptions/{id}` → [`Action::SubscriptionLoaded`].
-    LoadSubscription(String),
-    /// `GET /subscriptions/{id}/attempts` → [`Action::SubscriptionAttemptsLoaded`].
-    LoadSubscriptionAttempts {
-        /// Subscription id.
-        id: String,
-        /// How many.
-        limit: u32,
-    },
-    /// `POST /subscriptions` → [`Action::SubscriptionCreated`].
-    CreateSubscription(NewSubscription),
-    /// `PATCH /subscriptions/{id}` → [`Action::SubscriptionUpdated`].
-    UpdateSubscription {
-        /// Subscription id.
-        id: String,
-        /// Changed fields only.
-        patch: SubscriptionPatch,
-    },
-    /// `DELETE /subscriptions/{id}` → [`Action::SubscriptionDeleted`].
-    DeleteSubscription(String),
-    /// `GET /status/{id}` → [`Action::WebhookStatusLoaded`].
-    LoadWebhookStatus(String),
-    /// `GET /attempts?after=..` → [`Action::AttemptsPolled`].
-    PollAttempts {
-        /// Cursor (largest id seen), `None` for "the latest".
-        after: Option<i64>,
-        /// Page size.
-        limit: u32,
-    },
-}
 
 /// The top-level screens reachable with Tab and the number keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1528,63 +1420,8 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-    use ratatui::crossterm::event::KeyModifiers;
-
-    fn key(code: KeyCode) -> Action {
-        Action::Key(KeyEvent::new(code, KeyModifiers::NONE))
-    }
-
-    fn ch(c: char) -> Action {
-        key(KeyCode::Char(c))
-    }
-
-    fn typed(app: &mut App, text: &str) {
-        for c in text.chars() {
-            app.update(ch(c));
-        }
-    }
-
-    fn t0() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 29, 9, 41, 3).unwrap()
-    }
-
-    fn sub(n: u8, url: &str, events: Option<&[&str]>) -> Subscription {
-        Subscription {
-            id: format!("0193a4c{n}-0000-7000-8000-00000000000{n}"),
-            target_url: url.into(),
-            events: events.map(|e| e.iter().map(|s| s.to_string()).collect()),
-            secret: Some("****wxyz".into()),
-            created_at: t0(),
-            updated_at: t0(),
-        }
-    }
-
-    fn attempt(id: i64, sub_id: &str, outcome: Outcome) -> Attempt {
-        Attempt {
-            id,
-            webhook_id: format!("wh{id:06}-0000-0000-0000-000000000000"),
-            subscription_id: sub_id.into(),
-            target_url: "https://a.example/hook".into(),
-            timestamp: t0(),
-            attempt_number: 1,
-            outcome,
-            status_code: Some(200),
-            error: None,
-            duration_ms: 12,
-            response_body: None,
-        }
-    }
-
-    fn loaded_app() -> App {
-        let mut app = App::new("http://127.0.0.1:8000");
-        app.update(Action::Init);
-        app.update(Action::SubscriptionsLoaded(Ok(vec![
-            sub(1, "https://a.example/hook", Some(&["order.created"])),
-            sub(2, "https://b.example/hook", None),
-        ])));
-        app
-    }
+    use crate::testkit::*;
+    use ratatui::crossterm::event::{KeyCode, KeyModifiers};
 
     #[test]
     fn init_requests_everything_once() {
@@ -1985,21 +1822,6 @@ mod tests {
         });
         assert_eq!(app.subscriptions().items.len(), 2);
         assert!(app.flash().unwrap().is_error);
-    }
-
-    fn page(ids: std::ops::RangeInclusive<i64>) -> AttemptsPage {
-        let items: Vec<Attempt> = ids
-            .map(|i| {
-                let outcome = match i % 3 {
-                    0 => Outcome::Success,
-                    1 => Outcome::FailedAttempt,
-                    _ => Outcome::Failure,
-                };
-                attempt(i, "s", outcome)
-            })
-            .collect();
-        let next_cursor = items.last().map(|a| a.id);
-        AttemptsPage { items, next_cursor }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`runtime`]: the loop gluing them together and running effects;
 //! - [`metrics`]: Prometheus counter parsing for the header rates.
 
+mod action;
 pub mod api;
 pub mod app;
 pub mod event;
@@ -19,3 +20,7 @@ pub mod keymap;
 pub mod metrics;
 pub mod runtime;
 pub mod ui;
+mod widgets;
+
+#[cfg(test)]
+mod testkit;
