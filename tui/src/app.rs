@@ -18,6 +18,7 @@ use crate::api::{
 };
 use crate::keymap::{self, Cmd, Where};
 use crate::metrics::{Rates, Sample};
+use crate::screens::{select_row, Screen, Tab, View};
 
 /// How many attempts the live tail keeps (and buffers while paused).
 pub const LIVE_CAPACITY: usize = 500;
@@ -40,57 +41,6 @@ pub const LIVE_CATCHUP_PER_TICK: u8 = 4;
 pub const LIST_EVERY_TICKS: u64 = 5;
 /// Ticks a flash message stays in the footer.
 pub const FLASH_TICKS: u8 = 5;
-
-/// The top-level screens reachable with Tab and the number keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tab {
-    /// Subscription list (key 1).
-    Subscriptions,
-    /// Live delivery tail (key 2).
-    Live,
-}
-
-impl Tab {
-    /// Every tab, in the order of the tab bar.
-    pub const ALL: [Tab; 2] = [Tab::Subscriptions, Tab::Live];
-
-    fn position(self) -> usize {
-        Tab::ALL.iter().position(|&t| t == self).unwrap_or(0)
-    }
-
-    /// The tab after this one (wrapping).
-    pub fn next(self) -> Tab {
-        Tab::ALL[(self.position() + 1) % Tab::ALL.len()]
-    }
-
-    /// The tab before this one (wrapping).
-    pub fn prev(self) -> Tab {
-        Tab::ALL[(self.position() + Tab::ALL.len() - 1) % Tab::ALL.len()]
-    }
-
-    /// Name in the tab bar.
-    pub fn title(self) -> &'static str {
-        match self {
-            Tab::Subscriptions => "Subscriptions",
-            Tab::Live => "Live",
-        }
-    }
-}
-
-/// Which screen is in front, for headers, footers and tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Screen {
-    /// Subscription list.
-    Subscriptions,
-    /// Live tail.
-    Live,
-    /// New / edit subscription form.
-    Form,
-    /// One subscription and its attempts.
-    SubscriptionDetail,
-    /// One webhook's status and attempt timeline.
-    WebhookDetail,
-}
 
 /// Whether the server answers, as far as the last requests tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,17 +243,6 @@ pub struct WebhookView {
     pub error: Option<ApiError>,
 }
 
-/// Screens stacked on top of a [`Tab`]; Esc pops them.
-#[derive(Debug, Clone)]
-pub enum View {
-    /// New / edit form.
-    Form(FormState),
-    /// Subscription detail.
-    SubscriptionDetail(DetailState),
-    /// Webhook detail.
-    WebhookDetail(WebhookView),
-}
-
 /// Which outcomes the live tail shows; `f` cycles through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutcomeFilter {
@@ -500,25 +439,6 @@ pub fn matches_filter(sub: &Subscription, filter: &str) -> bool {
         || events.to_lowercase().contains(&filter)
 }
 
-/// Rows one page move skips.
-const PAGE_ROWS: usize = 10;
-
-/// Move a row selection among `len` rows as `cmd` says; false when `cmd`
-/// is not a move.
-fn select_row(selected: &mut usize, len: usize, cmd: Cmd) -> bool {
-    let last = len.saturating_sub(1);
-    *selected = match cmd {
-        Cmd::Up => selected.saturating_sub(1),
-        Cmd::Down => (*selected + 1).min(last),
-        Cmd::PageUp => selected.saturating_sub(PAGE_ROWS),
-        Cmd::PageDown => (*selected + PAGE_ROWS).min(last),
-        Cmd::Top => 0,
-        Cmd::Bottom => last,
-        _ => return false,
-    };
-    true
-}
-
 impl App {
     /// A fresh app for the server at `server_url` (shown in the header,
     /// credentials stripped).
@@ -545,19 +465,6 @@ impl App {
     /// True once the user asked to quit.
     pub fn should_quit(&self) -> bool {
         self.should_quit
-    }
-
-    /// The screen in front.
-    pub fn screen(&self) -> Screen {
-        match self.stack.last() {
-            Some(View::Form(_)) => Screen::Form,
-            Some(View::SubscriptionDetail(_)) => Screen::SubscriptionDetail,
-            Some(View::WebhookDetail(_)) => Screen::WebhookDetail,
-            None => match self.tab {
-                Tab::Subscriptions => Screen::Subscriptions,
-                Tab::Live => Screen::Live,
-            },
-        }
     }
 
     /// Whether the key help overlay is open.
@@ -744,7 +651,7 @@ impl App {
         Effect::LoadSubscriptions
     }
 
-    fn load_attempts(&mut self, id: &str) -> Option<Effect> {
+    pub(crate) fn load_attempts(&mut self, id: &str) -> Option<Effect> {
         if !self.inflight.attempts.insert(id.to_string()) {
             return None;
         }
@@ -754,7 +661,7 @@ impl App {
         })
     }
 
-    fn load_webhook(&mut self, id: &str) -> Option<Effect> {
+    pub(crate) fn load_webhook(&mut self, id: &str) -> Option<Effect> {
         if !self.inflight.webhooks.insert(id.to_string()) {
             return None;
         }
@@ -770,30 +677,6 @@ impl App {
             after: self.live.cursor,
             limit: LIVE_POLL_LIMIT,
         })
-    }
-
-    /// Refresh the screen in front. `full` also reloads the subscription
-    /// settings on the detail screen (on open, `r`, reconnect).
-    fn refresh_front(&mut self, full: bool) -> Vec<Effect> {
-        let mut fx = Vec::new();
-        match self.stack.last() {
-            Some(View::SubscriptionDetail(d)) => {
-                let id = d.id.clone();
-                if full {
-                    fx.push(Effect::LoadSubscription(id.clone()));
-                }
-                fx.extend(self.load_attempts(&id));
-            }
-            Some(View::WebhookDetail(w)) => {
-                let done = w.status.as_ref().is_some_and(WebhookStatus::is_final);
-                let id = w.id.clone();
-                if full || !done {
-                    fx.extend(self.load_webhook(&id));
-                }
-            }
-            _ => {}
-        }
-        fx
     }
 
     fn on_subscriptions(&mut self, result: Result<Vec<Subscription>, ApiError>) -> Vec<Effect> {
@@ -1112,11 +995,7 @@ impl App {
                 self.filter_command(cmd, key);
                 Vec::new()
             }
-            Where::Screen(Screen::Subscriptions) => self.list_command(cmd),
-            Where::Screen(Screen::Live) => self.live_command(cmd),
-            Where::Screen(Screen::Form) => self.form_command(cmd, key),
-            Where::Screen(Screen::SubscriptionDetail) => self.detail_command(cmd),
-            Where::Screen(Screen::WebhookDetail) => self.webhook_command(cmd),
+            Where::Screen(screen) => self.screen_command(screen, cmd, key),
         }
     }
 
@@ -1190,7 +1069,7 @@ impl App {
             .copied()
     }
 
-    fn list_command(&mut self, cmd: Cmd) -> Vec<Effect> {
+    pub(crate) fn list_command(&mut self, cmd: Cmd) -> Vec<Effect> {
         let len = self.visible_subscriptions().len();
         if select_row(&mut self.subs.selected, len, cmd) {
             return Vec::new();
@@ -1249,7 +1128,7 @@ impl App {
         self.refresh_front(true)
     }
 
-    fn detail_command(&mut self, cmd: Cmd) -> Vec<Effect> {
+    pub(crate) fn detail_command(&mut self, cmd: Cmd) -> Vec<Effect> {
         let Some(View::SubscriptionDetail(d)) = self.stack.last_mut() else {
             return Vec::new();
         };
@@ -1284,7 +1163,7 @@ impl App {
         Vec::new()
     }
 
-    fn webhook_command(&mut self, cmd: Cmd) -> Vec<Effect> {
+    pub(crate) fn webhook_command(&mut self, cmd: Cmd) -> Vec<Effect> {
         let Some(View::WebhookDetail(w)) = self.stack.last_mut() else {
             return Vec::new();
         };
@@ -1306,7 +1185,7 @@ impl App {
         Vec::new()
     }
 
-    fn live_command(&mut self, cmd: Cmd) -> Vec<Effect> {
+    pub(crate) fn live_command(&mut self, cmd: Cmd) -> Vec<Effect> {
         match cmd {
             Cmd::TogglePause => {
                 if self.live.paused {
@@ -1344,7 +1223,7 @@ impl App {
         Vec::new()
     }
 
-    fn form_command(&mut self, cmd: Cmd, key: KeyEvent) -> Vec<Effect> {
+    pub(crate) fn form_command(&mut self, cmd: Cmd, key: KeyEvent) -> Vec<Effect> {
         let Some(View::Form(form)) = self.stack.last_mut() else {
             return Vec::new();
         };

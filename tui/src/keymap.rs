@@ -13,7 +13,7 @@
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::app::{Screen, Tab};
+use crate::screens::{Screen, Tab};
 
 mod table;
 

@@ -6,7 +6,8 @@
 //!
 //! - [`api`]: reqwest client and serde types of the HTTP API;
 //! - [`app`]: all UI state, changed only by `App::update(Action)`, no I/O;
-//! - [`ui`]: rendering as a pure function of the state;
+//! - [`screens`]: one module per screen: its state, commands and drawing;
+//! - [`ui`]: rendering as a pure function of the state (the shared chrome);
 //! - [`keymap`]: the key table behind key handling, footer, help and README;
 //! - [`event`]: the one channel of ticks, terminal input and API results;
 //! - [`runtime`]: the loop gluing them together and running effects;
@@ -19,6 +20,7 @@ pub mod event;
 pub mod keymap;
 pub mod metrics;
 pub mod runtime;
+pub mod screens;
 pub mod ui;
 mod widgets;
 

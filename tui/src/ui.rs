@@ -11,10 +11,9 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use crate::app::{
-    short_id, App, Connection, DetailState, FormField, FormState, Screen, Tab, View, WebhookView,
-};
+use crate::app::{short_id, App, Connection, DetailState, FormField, FormState, WebhookView};
 use crate::keymap::{self, Cmd, Where};
+use crate::screens::{self, Screen, Tab};
 use crate::widgets::{
     attempts_table, events_text, fill_width, fit, fmt_relative, fmt_time, kv, message, opt,
     outcome_style, panel, popup_area, rate_text, unreachable_lines, ACCENT,
@@ -33,15 +32,7 @@ pub fn render(app: &App, frame: &mut Frame) {
 
     render_header(app, frame, header);
     render_tabs(app, frame, tabs);
-    match app.stack.last() {
-        Some(View::Form(form)) => render_form(form, frame, body),
-        Some(View::SubscriptionDetail(d)) => render_detail(app, d, frame, body),
-        Some(View::WebhookDetail(w)) => render_webhook(app, w, frame, body),
-        None => match app.tab {
-            Tab::Subscriptions => render_list(app, frame, body),
-            Tab::Live => render_live(app, frame, body),
-        },
-    }
+    screens::draw(app, frame, body);
     render_status(app, frame, status);
     render_keys(app, frame, keys);
     if let Some(confirm) = &app.confirm_delete {
@@ -85,27 +76,6 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(Paragraph::new(line), area);
 }
 
-fn breadcrumb(app: &App) -> String {
-    let mut parts = vec![match app.tab {
-        Tab::Subscriptions => "Subscriptions".to_string(),
-        Tab::Live => "Live deliveries".to_string(),
-    }];
-    for view in &app.stack {
-        parts.push(match view {
-            View::Form(f) => match &f.editing {
-                Some(s) => format!("edit {}", short_id(&s.id)),
-                None => "new subscription".to_string(),
-            },
-            View::SubscriptionDetail(d) => format!("subscription {}", short_id(&d.id)),
-            View::WebhookDetail(w) => format!("webhook {}", short_id(&w.id)),
-        });
-    }
-    if app.show_help {
-        parts.push("help".to_string());
-    }
-    parts.join(" › ")
-}
-
 fn render_tabs(app: &App, frame: &mut Frame, area: Rect) {
     let tab = |cmd: Cmd, name: &str, active: bool| {
         let style = if active {
@@ -125,13 +95,13 @@ fn render_tabs(app: &App, frame: &mut Frame, area: Rect) {
     spans.push(tab(Cmd::Help, "Help", app.show_help));
     spans.push(Span::raw("   "));
     spans.push(Span::styled(
-        breadcrumb(app),
+        screens::breadcrumb(app),
         Style::new().fg(ACCENT).add_modifier(Modifier::BOLD),
     ));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn render_list(app: &App, frame: &mut Frame, area: Rect) {
+pub(crate) fn render_list(app: &App, frame: &mut Frame, area: Rect) {
     let visible = app.visible_subscriptions();
     let total = app.subs.items.len();
     let title = if !app.subs.loaded {
@@ -207,7 +177,7 @@ fn render_list(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_stateful_widget(table, area, &mut state);
 }
 
-fn render_form(form: &FormState, frame: &mut Frame, area: Rect) {
+pub(crate) fn render_form(form: &FormState, frame: &mut Frame, area: Rect) {
     let title = match &form.editing {
         Some(s) => format!(" Edit subscription {} ", short_id(&s.id)),
         None => " New subscription ".to_string(),
@@ -313,7 +283,7 @@ fn hint_text(form: &FormState, field: FormField) -> String {
     }
 }
 
-fn render_detail(app: &App, d: &DetailState, frame: &mut Frame, area: Rect) {
+pub(crate) fn render_detail(app: &App, d: &DetailState, frame: &mut Frame, area: Rect) {
     let [top, bottom] = Layout::vertical([Constraint::Length(9), Constraint::Min(3)]).areas(area);
     let attempts = app.recent_attempts(&d.id);
     let mut lines = vec![kv("ID", d.id.clone())];
@@ -367,7 +337,7 @@ fn render_detail(app: &App, d: &DetailState, frame: &mut Frame, area: Rect) {
     }
 }
 
-fn render_webhook(app: &App, w: &WebhookView, frame: &mut Frame, area: Rect) {
+pub(crate) fn render_webhook(app: &App, w: &WebhookView, frame: &mut Frame, area: Rect) {
     let title = format!(" Webhook {} ", short_id(&w.id));
     let Some(status) = &w.status else {
         let lines = match (&w.error, unreachable_lines(app)) {
@@ -466,7 +436,7 @@ fn render_webhook(app: &App, w: &WebhookView, frame: &mut Frame, area: Rect) {
     message(frame, bottom, panel(title), lines);
 }
 
-fn render_live(app: &App, frame: &mut Frame, area: Rect) {
+pub(crate) fn render_live(app: &App, frame: &mut Frame, area: Rect) {
     let live = &app.live;
     let visible = live.visible();
     let mode = if live.paused {

@@ -4,7 +4,7 @@
 use ratatui::crossterm::event::KeyCode;
 
 use super::{Binding, Block, Chord, Cmd, Hint, Where};
-use crate::app::{Screen, Tab};
+use crate::screens::{Screen, Tab};
 
 const fn bind(keys: &'static str, does: &'static str, map: &'static [(Chord, Cmd)]) -> Binding {
     Binding {
