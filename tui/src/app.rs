@@ -18,6 +18,7 @@ use crate::api::{
 };
 use crate::keymap::{self, Cmd, Where};
 use crate::metrics::{Rates, Sample};
+use crate::screens::list::SubscriptionList;
 use crate::screens::{select_row, Screen, Tab, View};
 
 /// How many attempts the live tail keeps (and buffers while paused).
@@ -26,9 +27,6 @@ pub const LIVE_CAPACITY: usize = 500;
 pub const LIVE_POLL_LIMIT: u32 = 200;
 /// Attempts fetched per subscription (detail screen and success rates).
 pub const RECENT_ATTEMPTS_LIMIT: u32 = 20;
-/// Subscriptions whose recent attempts are fetched after a list load, so the
-/// success-rate column fills in without opening each one.
-pub const RATE_PREFETCH_MAX: usize = 50;
 /// Ticks (seconds) between health checks while the server is reachable.
 pub const HEALTH_EVERY_TICKS: u64 = 2;
 /// Ticks (seconds) between `/metrics` scrapes.
@@ -36,9 +34,6 @@ pub const METRICS_EVERY_TICKS: u64 = 2;
 /// Extra live-tail polls allowed per tick when pages come back full, so a
 /// backlog is caught up quickly without turning into a busy loop.
 pub const LIVE_CATCHUP_PER_TICK: u8 = 4;
-/// Ticks (seconds) between reloads of the subscription list while it is on
-/// screen (new subscriptions and success rates show up by themselves).
-pub const LIST_EVERY_TICKS: u64 = 5;
 /// Ticks a flash message stays in the footer.
 pub const FLASH_TICKS: u8 = 5;
 
@@ -61,25 +56,6 @@ pub struct Flash {
     /// Shown in red when true.
     pub is_error: bool,
     ticks_left: u8,
-}
-
-/// State of the subscription list screen.
-#[derive(Debug, Clone, Default)]
-pub struct SubscriptionList {
-    /// All subscriptions, in creation order.
-    pub items: Vec<Subscription>,
-    /// True once one load succeeded.
-    pub loaded: bool,
-    /// A load is in flight.
-    pub loading: bool,
-    /// Error of the last load, if it failed.
-    pub error: Option<ApiError>,
-    /// Selected row among the visible (filtered) rows.
-    pub selected: usize,
-    /// Substring filter on id, URL and events.
-    pub filter: String,
-    /// The filter line has keyboard focus.
-    pub filter_editing: bool,
 }
 
 /// Fields of the subscription form, in tab order.
@@ -153,7 +129,7 @@ pub struct FormState {
 }
 
 impl FormState {
-    fn create() -> FormState {
+    pub(crate) fn create() -> FormState {
         FormState {
             editing: None,
             values: Default::default(),
@@ -163,7 +139,7 @@ impl FormState {
         }
     }
 
-    fn edit(sub: &Subscription) -> FormState {
+    pub(crate) fn edit(sub: &Subscription) -> FormState {
         FormState {
             values: [
                 sub.target_url.clone(),
@@ -349,13 +325,13 @@ impl LiveState {
 
 /// In-flight requests, so that slow answers do not pile up polls.
 #[derive(Debug, Clone, Default)]
-struct InFlight {
-    health: bool,
-    metrics: bool,
-    live: bool,
-    live_catchups: u8,
-    attempts: HashSet<String>,
-    webhooks: HashSet<String>,
+pub(crate) struct InFlight {
+    pub(crate) health: bool,
+    pub(crate) metrics: bool,
+    pub(crate) live: bool,
+    pub(crate) live_catchups: u8,
+    pub(crate) attempts: HashSet<String>,
+    pub(crate) webhooks: HashSet<String>,
 }
 
 /// The pending "delete this subscription?" question.
@@ -373,7 +349,7 @@ pub struct DeleteConfirm {
 pub struct App {
     pub(crate) server: String,
     pub(crate) now: Option<DateTime<Utc>>,
-    ticks: u64,
+    pub(crate) ticks: u64,
     pub(crate) connection: Connection,
     pub(crate) rates: Rates,
     pub(crate) tab: Tab,
@@ -385,7 +361,7 @@ pub struct App {
     /// Recent attempts per subscription id, most recent first.
     pub(crate) recent: HashMap<String, Vec<Attempt>>,
     pub(crate) live: LiveState,
-    inflight: InFlight,
+    pub(crate) inflight: InFlight,
     should_quit: bool,
 }
 
@@ -421,22 +397,6 @@ pub fn success_rate(attempts: &[Attempt]) -> Option<(f64, usize)> {
         .filter(|a| a.outcome == Outcome::Success)
         .count();
     Some((ok as f64 * 100.0 / attempts.len() as f64, attempts.len()))
-}
-
-/// True when `sub` matches the list filter (case-insensitive substring of
-/// id, URL or events; subscriptions to all events match "all").
-pub fn matches_filter(sub: &Subscription, filter: &str) -> bool {
-    let filter = filter.trim().to_lowercase();
-    if filter.is_empty() {
-        return true;
-    }
-    let events = match &sub.events {
-        Some(e) => e.join(","),
-        None => "all".to_string(),
-    };
-    sub.id.to_lowercase().contains(&filter)
-        || sub.target_url.to_lowercase().contains(&filter)
-        || events.to_lowercase().contains(&filter)
 }
 
 impl App {
@@ -482,11 +442,6 @@ impl App {
         &self.connection
     }
 
-    /// Subscription list state.
-    pub fn subscriptions(&self) -> &SubscriptionList {
-        &self.subs
-    }
-
     /// Live tail state.
     pub fn live(&self) -> &LiveState {
         &self.live
@@ -503,15 +458,6 @@ impl App {
     /// Current flash message.
     pub fn flash(&self) -> Option<&Flash> {
         self.flash.as_ref()
-    }
-
-    /// Subscriptions passing the filter, in list order.
-    pub fn visible_subscriptions(&self) -> Vec<&Subscription> {
-        self.subs
-            .items
-            .iter()
-            .filter(|s| matches_filter(s, &self.subs.filter))
-            .collect()
     }
 
     /// Recent attempts of a subscription, if loaded (most recent first).
@@ -575,25 +521,19 @@ impl App {
             self.inflight.metrics = true;
             fx.push(Effect::ScrapeMetrics);
         }
-        let stale = !self.subs.loaded && self.ticks % 2 == 0;
-        let on_screen = self.subs.loaded
-            && self.screen() == Screen::Subscriptions
-            && self.ticks % LIST_EVERY_TICKS == 0;
-        if !self.subs.loading && (stale || on_screen) {
-            fx.push(self.load_subscriptions());
-        }
+        fx.extend(self.reload_list_when_due());
         fx.extend(self.poll_live());
         fx.extend(self.refresh_front(false));
         fx
     }
 
-    fn check_health(&mut self) -> Effect {
+    pub(crate) fn check_health(&mut self) -> Effect {
         self.inflight.health = true;
         Effect::CheckHealth
     }
 
     /// Record what a result says about reachability.
-    fn note<T>(&mut self, result: &Result<T, ApiError>) {
+    pub(crate) fn note<T>(&mut self, result: &Result<T, ApiError>) {
         match result {
             Err(ApiError::Unreachable(why)) => {
                 self.connection = Connection::Unreachable(why.clone());
@@ -636,7 +576,7 @@ impl App {
         Vec::new()
     }
 
-    fn set_flash(&mut self, text: impl Into<String>, is_error: bool) {
+    pub(crate) fn set_flash(&mut self, text: impl Into<String>, is_error: bool) {
         self.flash = Some(Flash {
             text: text.into(),
             is_error,
@@ -645,11 +585,6 @@ impl App {
     }
 
     // ----- loads -----------------------------------------------------------
-
-    fn load_subscriptions(&mut self) -> Effect {
-        self.subs.loading = true;
-        Effect::LoadSubscriptions
-    }
 
     pub(crate) fn load_attempts(&mut self, id: &str) -> Option<Effect> {
         if !self.inflight.attempts.insert(id.to_string()) {
@@ -668,7 +603,7 @@ impl App {
         Some(Effect::LoadWebhookStatus(id.to_string()))
     }
 
-    fn poll_live(&mut self) -> Option<Effect> {
+    pub(crate) fn poll_live(&mut self) -> Option<Effect> {
         if self.inflight.live {
             return None;
         }
@@ -677,60 +612,6 @@ impl App {
             after: self.live.cursor,
             limit: LIVE_POLL_LIMIT,
         })
-    }
-
-    fn on_subscriptions(&mut self, result: Result<Vec<Subscription>, ApiError>) -> Vec<Effect> {
-        self.subs.loading = false;
-        self.note(&result);
-        match result {
-            Ok(items) => {
-                let selected_id = self.selected_subscription().map(|s| s.id.clone());
-                self.subs.items = items;
-                self.subs.loaded = true;
-                self.subs.error = None;
-                self.reselect(selected_id.as_deref());
-                let ids: Vec<String> = self
-                    .subs
-                    .items
-                    .iter()
-                    .take(RATE_PREFETCH_MAX)
-                    .map(|s| s.id.clone())
-                    .collect();
-                self.recent
-                    .retain(|id, _| self.subs.items.iter().any(|s| &s.id == id));
-                ids.iter().filter_map(|id| self.load_attempts(id)).collect()
-            }
-            Err(e) => {
-                if self.subs.loaded && !e.is_unreachable() {
-                    self.set_flash(format!("Refresh failed: {}", e.short()), true);
-                }
-                self.subs.error = Some(e);
-                Vec::new()
-            }
-        }
-    }
-
-    /// Put the selection back on `id` after the list changed.
-    fn reselect(&mut self, id: Option<&str>) {
-        let visible = self.visible_subscriptions();
-        let pos = id.and_then(|id| visible.iter().position(|s| s.id == id));
-        let len = visible.len();
-        self.subs.selected = pos.unwrap_or(self.subs.selected.min(len.saturating_sub(1)));
-    }
-
-    fn upsert_subscription(&mut self, sub: &Subscription) {
-        match self.subs.items.iter_mut().find(|s| s.id == sub.id) {
-            Some(existing) => *existing = sub.clone(),
-            None => self.subs.items.push(sub.clone()),
-        }
-        for view in &mut self.stack {
-            if let View::SubscriptionDetail(d) = view {
-                if d.id == sub.id {
-                    d.sub = Some(sub.clone());
-                    d.error = None;
-                }
-            }
-        }
     }
 
     fn on_subscription(
@@ -891,7 +772,7 @@ impl App {
     }
 
     /// Show a failed submit in the form it came from (if still open).
-    fn form_failed(&mut self, editing_id: Option<&str>, e: ApiError) {
+    pub(crate) fn form_failed(&mut self, editing_id: Option<&str>, e: ApiError) {
         let Some(View::Form(form)) = self.stack.last_mut() else {
             self.set_flash(format!("Save failed: {}", e.short()), true);
             return;
@@ -1037,78 +918,14 @@ impl App {
         Vec::new()
     }
 
-    fn clear_filter(&mut self) {
-        self.subs.filter_editing = false;
-        self.subs.filter.clear();
-        self.subs.selected = 0;
-    }
-
-    /// A command of the filter line (which has the keyboard).
-    fn filter_command(&mut self, cmd: Cmd, key: KeyEvent) {
-        match cmd {
-            Cmd::FilterDone => self.subs.filter_editing = false,
-            Cmd::ClearFilter => self.clear_filter(),
-            Cmd::Erase => {
-                self.subs.filter.pop();
-                self.subs.selected = 0;
-            }
-            Cmd::Type => {
-                if let KeyCode::Char(c) = key.code {
-                    self.subs.filter.push(c);
-                    self.subs.selected = 0;
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// The selected row of the subscription list.
-    pub fn selected_subscription(&self) -> Option<&Subscription> {
-        self.visible_subscriptions()
-            .get(self.subs.selected)
-            .copied()
-    }
-
-    pub(crate) fn list_command(&mut self, cmd: Cmd) -> Vec<Effect> {
-        let len = self.visible_subscriptions().len();
-        if select_row(&mut self.subs.selected, len, cmd) {
-            return Vec::new();
-        }
-        match cmd {
-            Cmd::Filter => self.subs.filter_editing = true,
-            Cmd::ClearFilter => self.clear_filter(),
-            Cmd::Refresh if !self.subs.loading => {
-                return vec![self.load_subscriptions()];
-            }
-            Cmd::New => self.stack.push(View::Form(FormState::create())),
-            Cmd::Edit => {
-                if let Some(sub) = self.selected_subscription().cloned() {
-                    self.stack.push(View::Form(FormState::edit(&sub)));
-                }
-            }
-            Cmd::Delete => {
-                if let Some(sub) = self.selected_subscription().cloned() {
-                    self.ask_delete(&sub);
-                }
-            }
-            Cmd::Open => {
-                if let Some(sub) = self.selected_subscription().cloned() {
-                    return self.open_detail(sub.id.clone(), Some(sub));
-                }
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
-
-    fn ask_delete(&mut self, sub: &Subscription) {
+    pub(crate) fn ask_delete(&mut self, sub: &Subscription) {
         self.confirm_delete = Some(DeleteConfirm {
             id: sub.id.clone(),
             target_url: sub.target_url.clone(),
         });
     }
 
-    fn open_detail(&mut self, id: String, sub: Option<Subscription>) -> Vec<Effect> {
+    pub(crate) fn open_detail(&mut self, id: String, sub: Option<Subscription>) -> Vec<Effect> {
         self.stack.push(View::SubscriptionDetail(DetailState {
             id,
             sub,
@@ -1118,7 +935,7 @@ impl App {
         self.refresh_front(true)
     }
 
-    fn open_webhook(&mut self, id: String) -> Vec<Effect> {
+    pub(crate) fn open_webhook(&mut self, id: String) -> Vec<Effect> {
         self.stack.push(View::WebhookDetail(WebhookView {
             id,
             status: None,
@@ -1248,7 +1065,7 @@ impl App {
         Vec::new()
     }
 
-    fn submit_form(&mut self) -> Vec<Effect> {
+    pub(crate) fn submit_form(&mut self) -> Vec<Effect> {
         let Some(View::Form(form)) = self.stack.last_mut() else {
             return Vec::new();
         };
@@ -1321,52 +1138,6 @@ mod tests {
         // Nothing answered yet: a tick must not pile up the same requests.
         let fx = app.update(Action::Tick { now: t0() });
         assert!(fx.is_empty(), "{fx:?}");
-    }
-
-    #[test]
-    fn the_list_on_screen_reloads_itself() {
-        let mut app = App::new("http://x");
-        app.update(Action::Init);
-        let s = sub(1, "https://a.example/hook", None);
-        app.update(Action::SubscriptionsLoaded(Ok(vec![s])));
-        let reloads = (0..LIST_EVERY_TICKS)
-            .flat_map(|_| app.update(Action::Tick { now: t0() }))
-            .filter(|e| *e == Effect::LoadSubscriptions)
-            .count();
-        assert_eq!(reloads, 1, "one reload per {LIST_EVERY_TICKS} ticks");
-        // Not while the live tail is on screen.
-        app.update(Action::SubscriptionsLoaded(Ok(vec![])));
-        app.update(key(KeyCode::Char('2')));
-        let reloads = (0..LIST_EVERY_TICKS)
-            .flat_map(|_| app.update(Action::Tick { now: t0() }))
-            .filter(|e| *e == Effect::LoadSubscriptions)
-            .count();
-        assert_eq!(reloads, 0);
-    }
-
-    #[test]
-    fn list_load_prefetches_success_rates() {
-        let mut app = App::new("http://x");
-        app.update(Action::Init);
-        let s = sub(1, "https://a.example/hook", None);
-        let fx = app.update(Action::SubscriptionsLoaded(Ok(vec![s.clone()])));
-        assert_eq!(
-            fx,
-            vec![Effect::LoadSubscriptionAttempts {
-                id: s.id.clone(),
-                limit: RECENT_ATTEMPTS_LIMIT
-            }]
-        );
-        app.update(Action::SubscriptionAttemptsLoaded {
-            id: s.id.clone(),
-            result: Ok(vec![
-                attempt(2, &s.id, Outcome::Success),
-                attempt(1, &s.id, Outcome::FailedAttempt),
-            ]),
-        });
-        let rate = success_rate(app.recent_attempts(&s.id).unwrap());
-        assert_eq!(rate, Some((50.0, 2)));
-        assert_eq!(app.connection(), &Connection::Reachable);
     }
 
     #[test]
@@ -1489,29 +1260,6 @@ mod tests {
             panic!("not on detail");
         };
         assert_eq!(d.selected, 2);
-    }
-
-    #[test]
-    fn filter_narrows_the_list() {
-        let mut app = loaded_app();
-        app.update(ch('/'));
-        typed(&mut app, "order");
-        assert_eq!(app.visible_subscriptions().len(), 1);
-        app.update(key(KeyCode::Enter));
-        assert!(!app.subscriptions().filter_editing);
-        // Null events match "all".
-        app.update(ch('/'));
-        for _ in 0..5 {
-            app.update(key(KeyCode::Backspace));
-        }
-        typed(&mut app, "ALL");
-        assert_eq!(app.visible_subscriptions().len(), 1);
-        assert_eq!(
-            app.selected_subscription().map(|s| s.target_url.as_str()),
-            Some("https://b.example/hook")
-        );
-        app.update(key(KeyCode::Esc));
-        assert_eq!(app.visible_subscriptions().len(), 2);
     }
 
     #[test]

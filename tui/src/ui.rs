@@ -13,7 +13,7 @@ use ratatui::Frame;
 
 use crate::app::{short_id, App, Connection, DetailState, FormField, FormState, WebhookView};
 use crate::keymap::{self, Cmd, Where};
-use crate::screens::{self, Screen, Tab};
+use crate::screens::{self, list, Screen, Tab};
 use crate::widgets::{
     attempts_table, events_text, fill_width, fit, fmt_relative, fmt_time, kv, message, opt,
     outcome_style, panel, popup_area, rate_text, unreachable_lines, ACCENT,
@@ -99,82 +99,6 @@ fn render_tabs(app: &App, frame: &mut Frame, area: Rect) {
         Style::new().fg(ACCENT).add_modifier(Modifier::BOLD),
     ));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
-}
-
-pub(crate) fn render_list(app: &App, frame: &mut Frame, area: Rect) {
-    let visible = app.visible_subscriptions();
-    let total = app.subs.items.len();
-    let title = if !app.subs.loaded {
-        " Subscriptions ".to_string()
-    } else if app.subs.filter.is_empty() {
-        format!(" Subscriptions ({total}) ")
-    } else {
-        format!(
-            " Subscriptions ({}/{total} matching \"{}\") ",
-            visible.len(),
-            app.subs.filter
-        )
-    };
-    let block = panel(title);
-    if !app.subs.loaded {
-        let lines = if let Some(lines) = unreachable_lines(app) {
-            lines
-        } else if let Some(err) = &app.subs.error {
-            vec![
-                Line::from(""),
-                Line::from(Span::styled(
-                    format!("  Could not load subscriptions: {}", err.short()),
-                    Style::new().fg(Color::Red),
-                )),
-                Line::from("  Retrying; press r to retry now."),
-            ]
-        } else {
-            vec![Line::from(""), Line::from("  Loading subscriptions…")]
-        };
-        message(frame, area, block, lines);
-        return;
-    }
-    if visible.is_empty() {
-        let text = if total == 0 {
-            "  No subscriptions yet. Press n to create one.".to_string()
-        } else {
-            format!(
-                "  No subscription matches \"{}\". Esc clears the filter.",
-                app.subs.filter
-            )
-        };
-        message(frame, area, block, vec![Line::from(""), Line::from(text)]);
-        return;
-    }
-    let header = Row::new(["ID", "TARGET URL", "EVENTS", "CREATED", "SUCCESS"])
-        .style(Style::new().bold().fg(Color::Gray));
-    const FIXED: [u16; 4] = [8, 22, 16, 10];
-    let url_width = fill_width(area, &FIXED);
-    let rows = visible.iter().map(|s| {
-        Row::new(vec![
-            Cell::from(short_id(&s.id).to_string()).style(Style::new().fg(ACCENT)),
-            Cell::from(fit(&s.target_url, url_width)),
-            Cell::from(fit(&events_text(s), FIXED[1])),
-            Cell::from(s.created_at.format("%Y-%m-%d %H:%M").to_string()),
-            Cell::from(rate_text(app.recent_attempts(&s.id))),
-        ])
-    });
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(FIXED[0]),
-            Constraint::Fill(1),
-            Constraint::Length(FIXED[1]),
-            Constraint::Length(FIXED[2]),
-            Constraint::Length(FIXED[3]),
-        ],
-    )
-    .header(header)
-    .block(block)
-    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-    .highlight_symbol("▶ ");
-    let mut state = TableState::default().with_selected(Some(app.subs.selected));
-    frame.render_stateful_widget(table, area, &mut state);
 }
 
 pub(crate) fn render_form(form: &FormState, frame: &mut Frame, area: Rect) {
@@ -638,12 +562,8 @@ fn render_help(frame: &mut Frame, area: Rect) {
 }
 
 fn render_status(app: &App, frame: &mut Frame, area: Rect) {
-    let line = if app.screen() == Screen::Subscriptions && app.subs.filter_editing {
-        Line::from(vec![
-            Span::styled(" / ", Style::new().fg(Color::Black).bg(ACCENT).bold()),
-            Span::raw(format!(" {}", app.subs.filter)),
-            Span::styled("▏", Style::new().fg(ACCENT)),
-        ])
+    let line = if let Some(line) = list::filter_input(app) {
+        line
     } else if let Some(flash) = &app.flash {
         let style = if flash.is_error {
             Style::new().fg(Color::Red).bold()
@@ -656,11 +576,8 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect) {
             format!(" Server unreachable: {why}. Retrying every second; data may be stale."),
             Style::new().fg(Color::Red),
         ))
-    } else if app.screen() == Screen::Subscriptions && !app.subs.filter.is_empty() {
-        Line::from(Span::styled(
-            format!(" filter: \"{}\" (Esc clears)", app.subs.filter),
-            Style::new().fg(Color::Gray),
-        ))
+    } else if let Some(note) = list::filter_note(app) {
+        note
     } else {
         Line::from("")
     };

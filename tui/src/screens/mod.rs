@@ -18,6 +18,8 @@ use crate::app::{short_id, App, DetailState, Effect, FormState, WebhookView};
 use crate::keymap::Cmd;
 use crate::ui;
 
+pub mod list;
+
 /// The top-level screens reachable with Tab and the number keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
@@ -183,7 +185,7 @@ pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
         Some(View::SubscriptionDetail(d)) => ui::render_detail(app, d, frame, area),
         Some(View::WebhookDetail(w)) => ui::render_webhook(app, w, frame, area),
         None => match app.tab {
-            Tab::Subscriptions => ui::render_list(app, frame, area),
+            Tab::Subscriptions => list::draw(app, frame, area),
             Tab::Live => ui::render_live(app, frame, area),
         },
     }
