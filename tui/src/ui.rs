@@ -3,7 +3,7 @@
 //! Nothing here changes state or does I/O, so the same state always draws
 //! the same screen; the snapshot tests rely on that.
 
-use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{
@@ -11,7 +11,7 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use crate::app::{short_id, App, Connection, DetailState, FormField, FormState, WebhookView};
+use crate::app::{short_id, App, Connection, DetailState, WebhookView};
 use crate::keymap::{self, Cmd, Where};
 use crate::screens::{self, list, Screen, Tab};
 use crate::widgets::{
@@ -99,112 +99,6 @@ fn render_tabs(app: &App, frame: &mut Frame, area: Rect) {
         Style::new().fg(ACCENT).add_modifier(Modifier::BOLD),
     ));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
-}
-
-pub(crate) fn render_form(form: &FormState, frame: &mut Frame, area: Rect) {
-    let title = match &form.editing {
-        Some(s) => format!(" Edit subscription {} ", short_id(&s.id)),
-        None => " New subscription ".to_string(),
-    };
-    let block = panel(title);
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    let inner = inner.inner(ratatui::layout::Margin::new(1, 0));
-    let rows = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(3),
-        Constraint::Length(1),
-        Constraint::Length(3),
-        Constraint::Length(1),
-        Constraint::Length(3),
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Min(0),
-    ])
-    .split(inner);
-    for (i, field) in FormField::ALL.into_iter().enumerate() {
-        let box_area = rows[1 + i * 2];
-        let hint_area = rows[2 + i * 2];
-        let focused = form.focus == field;
-        let value = form.value(field);
-        let shown = match field {
-            FormField::Secret => "•".repeat(value.chars().count()),
-            _ => value.to_string(),
-        };
-        let field_error = form
-            .error
-            .as_ref()
-            .filter(|e| e.field == Some(field))
-            .map(|e| e.message.clone());
-        let border = if field_error.is_some() {
-            Style::new().fg(Color::Red)
-        } else if focused {
-            Style::new().fg(ACCENT)
-        } else {
-            Style::new().fg(Color::DarkGray)
-        };
-        let label = if focused {
-            format!(" ▸ {} ", field.label())
-        } else {
-            format!(" {} ", field.label())
-        };
-        let input = Block::bordered()
-            .border_type(BorderType::Rounded)
-            .border_style(border)
-            .title(label);
-        let input_inner = input.inner(box_area);
-        // Scroll long values so the end being typed stays visible.
-        let room = usize::from(input_inner.width.saturating_sub(1));
-        let len = shown.chars().count();
-        let shown: String = shown.chars().skip(len.saturating_sub(room)).collect();
-        frame.render_widget(Paragraph::new(shown.clone()).block(input), box_area);
-        if focused {
-            let width = shown.chars().count() as u16;
-            frame.set_cursor_position(Position::new(
-                (input_inner.x + width).min(input_inner.right().saturating_sub(1)),
-                input_inner.y,
-            ));
-        }
-        let hint = match field_error {
-            Some(msg) => Line::from(Span::styled(
-                format!("  ✖ {msg}"),
-                Style::new().fg(Color::Red).bold(),
-            )),
-            None => Line::from(Span::styled(
-                format!("  {}", hint_text(form, field)),
-                Style::new().fg(Color::DarkGray),
-            )),
-        };
-        frame.render_widget(Paragraph::new(hint), hint_area);
-    }
-    let status = if form.submitting {
-        Line::from(Span::styled("  Saving…", Style::new().fg(Color::Yellow)))
-    } else if let Some(err) = form.error.as_ref().filter(|e| e.field.is_none()) {
-        Line::from(Span::styled(
-            format!("  ✖ {}", err.message),
-            Style::new().fg(Color::Red).bold(),
-        ))
-    } else {
-        Line::from(Span::styled(
-            "  Enter saves, Esc cancels.",
-            Style::new().fg(Color::DarkGray),
-        ))
-    };
-    frame.render_widget(Paragraph::new(status), rows[7]);
-}
-
-fn hint_text(form: &FormState, field: FormField) -> String {
-    match (field, &form.editing) {
-        (FormField::TargetUrl, _) => "http(s) URL that receives the webhooks".to_string(),
-        (FormField::Secret, None) => {
-            "optional signing secret, at least 16 characters; empty = unsigned".to_string()
-        }
-        (FormField::Secret, Some(s)) => format!(
-            "empty = leave unchanged (current: {})",
-            s.secret.as_deref().unwrap_or("none")
-        ),
-        (FormField::Events, _) => "comma separated event types; empty = all events".to_string(),
-    }
 }
 
 pub(crate) fn render_detail(app: &App, d: &DetailState, frame: &mut Frame, area: Rect) {

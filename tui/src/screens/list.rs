@@ -8,9 +8,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Row, Table, TableState};
 use ratatui::Frame;
 
+use super::form::FormState;
 use super::{select_row, Screen, View};
 use crate::api::{ApiError, Subscription};
-use crate::app::{short_id, App, Effect, FormState};
+use crate::app::{short_id, App, Effect};
 use crate::keymap::Cmd;
 use crate::widgets::{
     events_text, fill_width, fit, message, panel, rate_text, unreachable_lines, ACCENT,

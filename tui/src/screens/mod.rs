@@ -14,10 +14,12 @@ use ratatui::layout::Rect;
 use ratatui::Frame;
 
 use crate::api::WebhookStatus;
-use crate::app::{short_id, App, DetailState, Effect, FormState, WebhookView};
+use crate::app::{short_id, App, DetailState, Effect, WebhookView};
 use crate::keymap::Cmd;
 use crate::ui;
+use form::FormState;
 
+pub mod form;
 pub mod list;
 
 /// The top-level screens reachable with Tab and the number keys.
@@ -181,7 +183,7 @@ impl App {
 /// Draw the screen in front into `area`.
 pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
     match app.stack.last() {
-        Some(View::Form(form)) => ui::render_form(form, frame, area),
+        Some(View::Form(f)) => form::draw(f, frame, area),
         Some(View::SubscriptionDetail(d)) => ui::render_detail(app, d, frame, area),
         Some(View::WebhookDetail(w)) => ui::render_webhook(app, w, frame, area),
         None => match app.tab {
