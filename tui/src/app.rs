@@ -12,19 +12,16 @@ use chrono::{DateTime, Utc};
 use ratatui::crossterm::event::{KeyEvent, KeyEventKind};
 
 pub use crate::action::{Action, Effect};
-use crate::api::{ApiError, Attempt, AttemptsPage, Outcome, Subscription, WebhookStatus};
+use crate::api::{ApiError, Attempt, AttemptsPage, Outcome, Subscription};
 use crate::keymap::{self, Cmd, Where};
 use crate::metrics::{Rates, Sample};
-use crate::screens::form::FormState;
 use crate::screens::list::SubscriptionList;
-use crate::screens::{select_row, Screen, Tab, View};
+use crate::screens::{Screen, Tab, View};
 
 /// How many attempts the live tail keeps (and buffers while paused).
 pub const LIVE_CAPACITY: usize = 500;
 /// Page size of one live-tail poll.
 pub const LIVE_POLL_LIMIT: u32 = 200;
-/// Attempts fetched per subscription (detail screen and success rates).
-pub const RECENT_ATTEMPTS_LIMIT: u32 = 20;
 /// Ticks (seconds) between health checks while the server is reachable.
 pub const HEALTH_EVERY_TICKS: u64 = 2;
 /// Ticks (seconds) between `/metrics` scrapes.
@@ -54,32 +51,6 @@ pub struct Flash {
     /// Shown in red when true.
     pub is_error: bool,
     ticks_left: u8,
-}
-
-/// State of the subscription detail screen.
-#[derive(Debug, Clone)]
-pub struct DetailState {
-    /// Subscription id.
-    pub id: String,
-    /// Its settings, once known.
-    pub sub: Option<Subscription>,
-    /// Selected attempt row.
-    pub selected: usize,
-    /// Last load error.
-    pub error: Option<ApiError>,
-}
-
-/// State of the webhook detail screen.
-#[derive(Debug, Clone)]
-pub struct WebhookView {
-    /// Webhook id.
-    pub id: String,
-    /// Status, once loaded.
-    pub status: Option<WebhookStatus>,
-    /// Selected row of the timeline.
-    pub selected: usize,
-    /// Last load error.
-    pub error: Option<ApiError>,
 }
 
 /// Which outcomes the live tail shows; `f` cycles through them.
@@ -315,11 +286,6 @@ impl App {
         self.flash.as_ref()
     }
 
-    /// Recent attempts of a subscription, if loaded (most recent first).
-    pub fn recent_attempts(&self, id: &str) -> Option<&[Attempt]> {
-        self.recent.get(id).map(Vec::as_slice)
-    }
-
     /// Apply one action; return the effects the runtime must run.
     pub fn update(&mut self, action: Action) -> Vec<Effect> {
         match action {
@@ -441,23 +407,6 @@ impl App {
 
     // ----- loads -----------------------------------------------------------
 
-    pub(crate) fn load_attempts(&mut self, id: &str) -> Option<Effect> {
-        if !self.inflight.attempts.insert(id.to_string()) {
-            return None;
-        }
-        Some(Effect::LoadSubscriptionAttempts {
-            id: id.to_string(),
-            limit: RECENT_ATTEMPTS_LIMIT,
-        })
-    }
-
-    pub(crate) fn load_webhook(&mut self, id: &str) -> Option<Effect> {
-        if !self.inflight.webhooks.insert(id.to_string()) {
-            return None;
-        }
-        Some(Effect::LoadWebhookStatus(id.to_string()))
-    }
-
     pub(crate) fn poll_live(&mut self) -> Option<Effect> {
         if self.inflight.live {
             return None;
@@ -467,82 +416,6 @@ impl App {
             after: self.live.cursor,
             limit: LIVE_POLL_LIMIT,
         })
-    }
-
-    fn on_subscription(
-        &mut self,
-        id: String,
-        result: Result<Subscription, ApiError>,
-    ) -> Vec<Effect> {
-        self.note(&result);
-        match result {
-            Ok(sub) => self.upsert_subscription(&sub),
-            Err(e) => {
-                for view in &mut self.stack {
-                    if let View::SubscriptionDetail(d) = view {
-                        if d.id == id {
-                            d.error = Some(e.clone());
-                        }
-                    }
-                }
-            }
-        }
-        Vec::new()
-    }
-
-    fn on_subscription_attempts(
-        &mut self,
-        id: String,
-        result: Result<Vec<Attempt>, ApiError>,
-    ) -> Vec<Effect> {
-        self.inflight.attempts.remove(&id);
-        self.note(&result);
-        // Keep the selection on the same attempt while new ones push in
-        // at the top.
-        let previous = self.recent.get(&id);
-        let detail = self.stack.iter_mut().rev().find_map(|v| match v {
-            View::SubscriptionDetail(d) if d.id == id => Some(d),
-            _ => None,
-        });
-        match result {
-            Ok(attempts) => {
-                if let Some(d) = detail {
-                    let selected_id = previous.and_then(|p| p.get(d.selected)).map(|a| a.id);
-                    let pos = selected_id.and_then(|sid| attempts.iter().position(|a| a.id == sid));
-                    d.selected = pos.unwrap_or(d.selected.min(attempts.len().saturating_sub(1)));
-                    if d.error.as_ref().is_some_and(|e| e.status().is_none()) {
-                        d.error = None;
-                    }
-                }
-                self.recent.insert(id, attempts);
-            }
-            Err(e) => {
-                if let Some(d) = detail {
-                    d.error = Some(e);
-                }
-            }
-        }
-        Vec::new()
-    }
-
-    fn on_webhook(&mut self, id: String, result: Result<WebhookStatus, ApiError>) -> Vec<Effect> {
-        self.inflight.webhooks.remove(&id);
-        self.note(&result);
-        for view in &mut self.stack {
-            if let View::WebhookDetail(w) = view {
-                if w.id == id {
-                    match &result {
-                        Ok(status) => {
-                            w.selected = w.selected.min(status.attempts.len().saturating_sub(1));
-                            w.status = Some(status.clone());
-                            w.error = None;
-                        }
-                        Err(e) => w.error = Some(e.clone()),
-                    }
-                }
-            }
-        }
-        Vec::new()
     }
 
     fn on_attempts(
@@ -723,83 +596,6 @@ impl App {
         });
     }
 
-    pub(crate) fn open_detail(&mut self, id: String, sub: Option<Subscription>) -> Vec<Effect> {
-        self.stack.push(View::SubscriptionDetail(DetailState {
-            id,
-            sub,
-            selected: 0,
-            error: None,
-        }));
-        self.refresh_front(true)
-    }
-
-    pub(crate) fn open_webhook(&mut self, id: String) -> Vec<Effect> {
-        self.stack.push(View::WebhookDetail(WebhookView {
-            id,
-            status: None,
-            selected: 0,
-            error: None,
-        }));
-        self.refresh_front(true)
-    }
-
-    pub(crate) fn detail_command(&mut self, cmd: Cmd) -> Vec<Effect> {
-        let Some(View::SubscriptionDetail(d)) = self.stack.last_mut() else {
-            return Vec::new();
-        };
-        let len = self.recent.get(&d.id).map_or(0, Vec::len);
-        if select_row(&mut d.selected, len, cmd) {
-            return Vec::new();
-        }
-        match cmd {
-            Cmd::Open => {
-                let webhook = self
-                    .recent
-                    .get(&d.id)
-                    .and_then(|a| a.get(d.selected))
-                    .map(|a| a.webhook_id.clone());
-                if let Some(w) = webhook {
-                    return self.open_webhook(w);
-                }
-            }
-            Cmd::Refresh => return self.refresh_front(true),
-            Cmd::Edit => {
-                if let Some(sub) = d.sub.clone() {
-                    self.stack.push(View::Form(FormState::edit(&sub)));
-                }
-            }
-            Cmd::Delete => {
-                if let Some(sub) = d.sub.clone() {
-                    self.ask_delete(&sub);
-                }
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
-
-    pub(crate) fn webhook_command(&mut self, cmd: Cmd) -> Vec<Effect> {
-        let Some(View::WebhookDetail(w)) = self.stack.last_mut() else {
-            return Vec::new();
-        };
-        let len = w.status.as_ref().map_or(0, |s| s.attempts.len());
-        if select_row(&mut w.selected, len, cmd) {
-            return Vec::new();
-        }
-        match cmd {
-            Cmd::Refresh => return self.refresh_front(true),
-            Cmd::OpenSubscription => {
-                if let Some(status) = &w.status {
-                    let id = status.subscription_id.clone();
-                    let sub = self.subs.items.iter().find(|s| s.id == id).cloned();
-                    return self.open_detail(id, sub);
-                }
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
-
     pub(crate) fn live_command(&mut self, cmd: Cmd) -> Vec<Effect> {
         match cmd {
             Cmd::TogglePause => {
@@ -912,67 +708,6 @@ mod tests {
         assert!(app.help_visible());
         app.update(ch('q'));
         assert!(app.should_quit());
-    }
-
-    #[test]
-    fn enter_opens_detail_and_esc_goes_back() {
-        let mut app = loaded_app();
-        app.update(key(KeyCode::Down));
-        let fx = app.update(key(KeyCode::Enter));
-        let id = sub(2, "", None).id;
-        assert_eq!(app.screen(), Screen::SubscriptionDetail);
-        assert!(fx.contains(&Effect::LoadSubscription(id.clone())));
-        // The list load already prefetched attempts for this one, still in flight.
-        app.update(Action::SubscriptionAttemptsLoaded {
-            id: id.clone(),
-            result: Ok(vec![attempt(9, &id, Outcome::Failure)]),
-        });
-        // Each tick refreshes the attempts.
-        let fx = app.update(Action::Tick { now: t0() });
-        assert!(fx.contains(&Effect::LoadSubscriptionAttempts {
-            id: id.clone(),
-            limit: RECENT_ATTEMPTS_LIMIT
-        }));
-        let fx = app.update(key(KeyCode::Enter));
-        assert_eq!(app.screen(), Screen::WebhookDetail);
-        assert_eq!(
-            fx,
-            vec![Effect::LoadWebhookStatus(
-                attempt(9, "", Outcome::Failure).webhook_id
-            )]
-        );
-        app.update(key(KeyCode::Esc));
-        assert_eq!(app.screen(), Screen::SubscriptionDetail);
-        app.update(key(KeyCode::Esc));
-        assert_eq!(app.screen(), Screen::Subscriptions);
-    }
-
-    #[test]
-    fn detail_selection_follows_the_attempt() {
-        let mut app = loaded_app();
-        let id = sub(1, "", None).id;
-        app.update(key(KeyCode::Enter));
-        app.update(Action::SubscriptionAttemptsLoaded {
-            id: id.clone(),
-            result: Ok(vec![
-                attempt(2, &id, Outcome::Success),
-                attempt(1, &id, Outcome::Success),
-            ]),
-        });
-        app.update(key(KeyCode::Down));
-        // A new attempt arrives on top; the selection stays on attempt 1.
-        app.update(Action::SubscriptionAttemptsLoaded {
-            id: id.clone(),
-            result: Ok(vec![
-                attempt(3, &id, Outcome::Success),
-                attempt(2, &id, Outcome::Success),
-                attempt(1, &id, Outcome::Success),
-            ]),
-        });
-        let Some(View::SubscriptionDetail(d)) = app.stack.last() else {
-            panic!("not on detail");
-        };
-        assert_eq!(d.selected, 2);
     }
 
     #[test]
@@ -1150,44 +885,6 @@ mod tests {
             }),
         });
         assert_eq!(app.rates.label(), "rates n/a");
-    }
-
-    #[test]
-    fn webhook_polling_stops_when_final() {
-        let mut app = loaded_app();
-        app.update(ch('2'));
-        app.update(Action::AttemptsPolled {
-            after: None,
-            result: Ok(page(1..=1)),
-        });
-        app.update(key(KeyCode::Up));
-        app.update(key(KeyCode::Enter));
-        let wid = attempt(1, "", Outcome::Success).webhook_id;
-        let status = WebhookStatus {
-            webhook_id: wid.clone(),
-            subscription_id: "s".into(),
-            event_type: None,
-            received_at: t0(),
-            status: "retrying".into(),
-            attempt_count: 1,
-            next_retry_at: Some(t0()),
-            last_error: None,
-            attempts: vec![],
-        };
-        app.update(Action::WebhookStatusLoaded {
-            id: wid.clone(),
-            result: Ok(status.clone()),
-        });
-        let fx = app.update(Action::Tick { now: t0() });
-        assert!(fx.contains(&Effect::LoadWebhookStatus(wid.clone())));
-        let mut done = status;
-        done.status = "succeeded".into();
-        app.update(Action::WebhookStatusLoaded {
-            id: wid.clone(),
-            result: Ok(done),
-        });
-        let fx = app.update(Action::Tick { now: t0() });
-        assert!(!fx.contains(&Effect::LoadWebhookStatus(wid)));
     }
 
     #[test]

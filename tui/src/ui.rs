@@ -11,12 +11,11 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use crate::app::{short_id, App, Connection, DetailState, WebhookView};
+use crate::app::{short_id, App, Connection};
 use crate::keymap::{self, Cmd, Where};
 use crate::screens::{self, list, Screen, Tab};
 use crate::widgets::{
-    attempts_table, events_text, fill_width, fit, fmt_relative, fmt_time, kv, message, opt,
-    outcome_style, panel, popup_area, rate_text, unreachable_lines, ACCENT,
+    fill_width, fit, message, opt, outcome_style, panel, popup_area, unreachable_lines, ACCENT,
 };
 
 /// Draw the whole UI for `app` into `frame`.
@@ -40,15 +39,6 @@ pub fn render(app: &App, frame: &mut Frame) {
     }
     if app.show_help {
         render_help(frame, body);
-    }
-}
-
-fn status_style(status: &str) -> Style {
-    match status {
-        "succeeded" => Style::new().fg(Color::Green).bold(),
-        "failed" => Style::new().fg(Color::Red).bold(),
-        "retrying" => Style::new().fg(Color::Yellow).bold(),
-        _ => Style::new().bold(),
     }
 }
 
@@ -99,159 +89,6 @@ fn render_tabs(app: &App, frame: &mut Frame, area: Rect) {
         Style::new().fg(ACCENT).add_modifier(Modifier::BOLD),
     ));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
-}
-
-pub(crate) fn render_detail(app: &App, d: &DetailState, frame: &mut Frame, area: Rect) {
-    let [top, bottom] = Layout::vertical([Constraint::Length(9), Constraint::Min(3)]).areas(area);
-    let attempts = app.recent_attempts(&d.id);
-    let mut lines = vec![kv("ID", d.id.clone())];
-    match &d.sub {
-        Some(s) => {
-            lines.push(kv("Target URL", s.target_url.clone()));
-            lines.push(kv("Events", events_text(s)));
-            lines.push(kv(
-                "Secret",
-                s.secret.clone().unwrap_or_else(|| "none".into()),
-            ));
-            lines.push(kv("Created", fmt_time(&s.created_at)));
-            lines.push(kv("Updated", fmt_time(&s.updated_at)));
-        }
-        None => lines.push(kv("", "loading…")),
-    }
-    lines.push(kv("Success rate", rate_text(attempts)));
-    if let Some(err) = &d.error {
-        lines.push(Line::from(Span::styled(
-            format!("  ✖ {}", err.short()),
-            Style::new().fg(Color::Red).bold(),
-        )));
-    }
-    message(
-        frame,
-        top,
-        panel(format!(" Subscription {} ", short_id(&d.id))),
-        lines,
-    );
-    let block = panel(" Recent attempts · refreshed every second ");
-    match attempts {
-        None => {
-            let text = unreachable_lines(app)
-                .unwrap_or_else(|| vec![Line::from(""), Line::from("  Loading attempts…")]);
-            message(frame, bottom, block, text);
-        }
-        Some([]) => message(
-            frame,
-            bottom,
-            block,
-            vec![Line::from(""), Line::from("  No delivery attempts yet.")],
-        ),
-        Some(list) => {
-            let mut state = TableState::default().with_selected(Some(d.selected));
-            frame.render_stateful_widget(
-                attempts_table(list, true, block, bottom),
-                bottom,
-                &mut state,
-            );
-        }
-    }
-}
-
-pub(crate) fn render_webhook(app: &App, w: &WebhookView, frame: &mut Frame, area: Rect) {
-    let title = format!(" Webhook {} ", short_id(&w.id));
-    let Some(status) = &w.status else {
-        let lines = match (&w.error, unreachable_lines(app)) {
-            (_, Some(lines)) => lines,
-            (Some(err), None) => vec![
-                Line::from(""),
-                Line::from(Span::styled(
-                    format!("  ✖ {}", err.short()),
-                    Style::new().fg(Color::Red).bold(),
-                )),
-            ],
-            (None, None) => vec![Line::from(""), Line::from("  Loading status…")],
-        };
-        message(frame, area, panel(title), lines);
-        return;
-    };
-    let [top, middle, bottom] = Layout::vertical([
-        Constraint::Length(10),
-        Constraint::Min(4),
-        Constraint::Length(6),
-    ])
-    .areas(area);
-
-    let sub_text = match app
-        .subs
-        .items
-        .iter()
-        .find(|s| s.id == status.subscription_id)
-    {
-        Some(s) => format!("{}  {}", short_id(&s.id), s.target_url),
-        None => status.subscription_id.clone(),
-    };
-    let next_retry = match (&status.next_retry_at, &app.now) {
-        (Some(t), Some(now)) => format!("{} ({})", fmt_time(t), fmt_relative(now, t)),
-        (Some(t), None) => fmt_time(t),
-        (None, _) => "-".to_string(),
-    };
-    let lines = vec![
-        kv("Webhook", status.webhook_id.clone()),
-        kv("Subscription", sub_text),
-        kv("Event type", opt(&status.event_type)),
-        kv("Received", fmt_time(&status.received_at)),
-        Line::from(vec![
-            Span::styled(format!("  {:<14}", "Status"), Style::new().fg(Color::Gray)),
-            Span::styled(status.status.clone(), status_style(&status.status)),
-            Span::raw(format!("  after {} attempt(s)", status.attempt_count)),
-        ]),
-        kv("Next retry", next_retry),
-        Line::from(vec![
-            Span::styled(
-                format!("  {:<14}", "Last error"),
-                Style::new().fg(Color::Gray),
-            ),
-            Span::styled(opt(&status.last_error), Style::new().fg(Color::Red)),
-        ]),
-        match &w.error {
-            Some(e) => Line::from(Span::styled(
-                format!("  ✖ refresh failed: {}", e.short()),
-                Style::new().fg(Color::Red),
-            )),
-            None => Line::from(""),
-        },
-    ];
-    message(frame, top, panel(title), lines);
-
-    let block = panel(" Timeline (oldest first) ");
-    if status.attempts.is_empty() {
-        message(frame, middle, block, vec![Line::from("  No attempts yet.")]);
-    } else {
-        let mut state = TableState::default().with_selected(Some(w.selected));
-        frame.render_stateful_widget(
-            attempts_table(&status.attempts, false, block, middle),
-            middle,
-            &mut state,
-        );
-    }
-
-    let selected = status.attempts.get(w.selected);
-    let lines = match selected {
-        None => vec![Line::from("  -")],
-        Some(a) => vec![
-            kv("Target", a.target_url.clone()),
-            kv("Error", opt(&a.error)),
-            kv(
-                "Response",
-                a.response_body
-                    .as_deref()
-                    .map_or_else(|| "-".to_string(), |b| b.replace(['\n', '\r'], " ")),
-            ),
-        ],
-    };
-    let title = match selected {
-        Some(a) => format!(" Attempt {} ", a.attempt_number),
-        None => " Attempt ".to_string(),
-    };
-    message(frame, bottom, panel(title), lines);
 }
 
 pub(crate) fn render_live(app: &App, frame: &mut Frame, area: Rect) {

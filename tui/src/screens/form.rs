@@ -402,9 +402,9 @@ fn hint_text(form: &FormState, field: FormField) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Screen;
     use super::*;
     use crate::app::Action;
+    use crate::screens::Screen;
     use crate::testkit::*;
     use ratatui::crossterm::event::KeyModifiers;
 

@@ -313,7 +313,8 @@ pub(crate) fn filter_note(app: &App) -> Option<Line<'static>> {
 mod tests {
     use super::*;
     use crate::api::Outcome;
-    use crate::app::{success_rate, Action, Connection, RECENT_ATTEMPTS_LIMIT};
+    use crate::app::{success_rate, Action, Connection};
+    use crate::screens::detail::RECENT_ATTEMPTS_LIMIT;
     use crate::testkit::*;
 
     #[test]

@@ -13,14 +13,17 @@ use ratatui::crossterm::event::KeyEvent;
 use ratatui::layout::Rect;
 use ratatui::Frame;
 
-use crate::api::WebhookStatus;
-use crate::app::{short_id, App, DetailState, Effect, WebhookView};
+use crate::app::{short_id, App, Effect};
 use crate::keymap::Cmd;
 use crate::ui;
+use detail::DetailState;
 use form::FormState;
+use webhook::WebhookView;
 
+pub mod detail;
 pub mod form;
 pub mod list;
+pub mod webhook;
 
 /// The top-level screens reachable with Tab and the number keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,28 +142,14 @@ impl App {
         }
     }
 
-    /// Refresh the screen in front. `full` also reloads the subscription
-    /// settings on the detail screen (on open, `r`, reconnect).
+    /// Refresh the screen in front. `full` also reloads what rarely
+    /// changes (on open, `r`, reconnect).
     pub(crate) fn refresh_front(&mut self, full: bool) -> Vec<Effect> {
-        let mut fx = Vec::new();
-        match self.stack.last() {
-            Some(View::SubscriptionDetail(d)) => {
-                let id = d.id.clone();
-                if full {
-                    fx.push(Effect::LoadSubscription(id.clone()));
-                }
-                fx.extend(self.load_attempts(&id));
-            }
-            Some(View::WebhookDetail(w)) => {
-                let done = w.status.as_ref().is_some_and(WebhookStatus::is_final);
-                let id = w.id.clone();
-                if full || !done {
-                    fx.extend(self.load_webhook(&id));
-                }
-            }
-            _ => {}
+        match self.screen() {
+            Screen::SubscriptionDetail => self.refresh_detail(full),
+            Screen::WebhookDetail => self.refresh_webhook(full),
+            Screen::Subscriptions | Screen::Live | Screen::Form => Vec::new(),
         }
-        fx
     }
 
     /// Carry out `cmd` (which `key` means) on `screen`, the one in front.
@@ -184,8 +173,8 @@ impl App {
 pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
     match app.stack.last() {
         Some(View::Form(f)) => form::draw(f, frame, area),
-        Some(View::SubscriptionDetail(d)) => ui::render_detail(app, d, frame, area),
-        Some(View::WebhookDetail(w)) => ui::render_webhook(app, w, frame, area),
+        Some(View::SubscriptionDetail(d)) => detail::draw(app, d, frame, area),
+        Some(View::WebhookDetail(w)) => webhook::draw(app, w, frame, area),
         None => match app.tab {
             Tab::Subscriptions => list::draw(app, frame, area),
             Tab::Live => ui::render_live(app, frame, area),
