@@ -6,29 +6,23 @@
 //! actions. This keeps every behaviour testable by feeding actions in and
 //! looking at the state (or its rendering) afterwards.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use ratatui::crossterm::event::{KeyEvent, KeyEventKind};
 
 pub use crate::action::{Action, Effect};
-use crate::api::{ApiError, Attempt, AttemptsPage, Outcome, Subscription};
+use crate::api::{ApiError, Attempt, Outcome, Subscription};
 use crate::keymap::{self, Cmd, Where};
 use crate::metrics::{Rates, Sample};
 use crate::screens::list::SubscriptionList;
+use crate::screens::live::LiveState;
 use crate::screens::{Screen, Tab, View};
 
-/// How many attempts the live tail keeps (and buffers while paused).
-pub const LIVE_CAPACITY: usize = 500;
-/// Page size of one live-tail poll.
-pub const LIVE_POLL_LIMIT: u32 = 200;
 /// Ticks (seconds) between health checks while the server is reachable.
 pub const HEALTH_EVERY_TICKS: u64 = 2;
 /// Ticks (seconds) between `/metrics` scrapes.
 pub const METRICS_EVERY_TICKS: u64 = 2;
-/// Extra live-tail polls allowed per tick when pages come back full, so a
-/// backlog is caught up quickly without turning into a busy loop.
-pub const LIVE_CATCHUP_PER_TICK: u8 = 4;
 /// Ticks a flash message stays in the footer.
 pub const FLASH_TICKS: u8 = 5;
 
@@ -51,110 +45,6 @@ pub struct Flash {
     /// Shown in red when true.
     pub is_error: bool,
     ticks_left: u8,
-}
-
-/// Which outcomes the live tail shows; `f` cycles through them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OutcomeFilter {
-    /// Everything.
-    #[default]
-    All,
-    /// Only this outcome.
-    Only(Outcome),
-}
-
-impl OutcomeFilter {
-    /// The next filter in the cycle all → success → failed_attempt → failure.
-    pub fn next(self) -> OutcomeFilter {
-        match self {
-            OutcomeFilter::All => OutcomeFilter::Only(Outcome::Success),
-            OutcomeFilter::Only(Outcome::Success) => OutcomeFilter::Only(Outcome::FailedAttempt),
-            OutcomeFilter::Only(Outcome::FailedAttempt) => OutcomeFilter::Only(Outcome::Failure),
-            OutcomeFilter::Only(_) => OutcomeFilter::All,
-        }
-    }
-
-    /// Whether `outcome` passes.
-    pub fn matches(self, outcome: Outcome) -> bool {
-        match self {
-            OutcomeFilter::All => true,
-            OutcomeFilter::Only(o) => o == outcome,
-        }
-    }
-
-    /// Text for the footer.
-    pub fn label(self) -> &'static str {
-        match self {
-            OutcomeFilter::All => "all",
-            OutcomeFilter::Only(o) => o.as_str(),
-        }
-    }
-}
-
-/// State of the live tail.
-#[derive(Debug, Clone, Default)]
-pub struct LiveState {
-    /// Shown attempts, oldest first, at most [`LIVE_CAPACITY`].
-    pub ring: VecDeque<Attempt>,
-    /// Attempts that arrived while paused, appended on resume.
-    pub buffered: VecDeque<Attempt>,
-    /// Largest attempt id seen: the `after` of the next poll.
-    pub cursor: Option<i64>,
-    /// Paused: polling goes on but new attempts are buffered.
-    pub paused: bool,
-    /// Outcome filter.
-    pub filter: OutcomeFilter,
-    /// Selected attempt id; `None` follows the tail.
-    pub selected: Option<i64>,
-    /// Last poll error.
-    pub error: Option<ApiError>,
-    /// At least one poll succeeded.
-    pub loaded: bool,
-}
-
-impl LiveState {
-    /// Attempts passing the filter, oldest first.
-    pub fn visible(&self) -> Vec<&Attempt> {
-        self.ring
-            .iter()
-            .filter(|a| self.filter.matches(a.outcome))
-            .collect()
-    }
-
-    fn push(&mut self, attempt: Attempt) {
-        let queue = if self.paused {
-            &mut self.buffered
-        } else {
-            &mut self.ring
-        };
-        queue.push_back(attempt);
-        while queue.len() > LIVE_CAPACITY {
-            queue.pop_front();
-        }
-    }
-
-    fn resume(&mut self) {
-        self.paused = false;
-        while let Some(a) = self.buffered.pop_front() {
-            self.push(a);
-        }
-    }
-
-    fn move_selection(&mut self, up: bool) {
-        let ids: Vec<i64> = self.visible().iter().map(|a| a.id).collect();
-        let Some(&last) = ids.last() else {
-            self.selected = None;
-            return;
-        };
-        let pos = self
-            .selected
-            .and_then(|id| ids.iter().position(|&x| x == id));
-        self.selected = Some(match (pos, up) {
-            (None, _) => last,
-            (Some(p), true) => ids[p.saturating_sub(1)],
-            (Some(p), false) => ids[(p + 1).min(ids.len() - 1)],
-        });
-    }
 }
 
 /// In-flight requests, so that slow answers do not pile up polls.
@@ -274,11 +164,6 @@ impl App {
     /// Connection state as the header shows it.
     pub fn connection(&self) -> &Connection {
         &self.connection
-    }
-
-    /// Live tail state.
-    pub fn live(&self) -> &LiveState {
-        &self.live
     }
 
     /// Current flash message.
@@ -406,61 +291,6 @@ impl App {
     }
 
     // ----- loads -----------------------------------------------------------
-
-    pub(crate) fn poll_live(&mut self) -> Option<Effect> {
-        if self.inflight.live {
-            return None;
-        }
-        self.inflight.live = true;
-        Some(Effect::PollAttempts {
-            after: self.live.cursor,
-            limit: LIVE_POLL_LIMIT,
-        })
-    }
-
-    fn on_attempts(
-        &mut self,
-        after: Option<i64>,
-        result: Result<AttemptsPage, ApiError>,
-    ) -> Vec<Effect> {
-        self.inflight.live = false;
-        self.note(&result);
-        match result {
-            Ok(page) => {
-                self.live.error = None;
-                self.live.loaded = true;
-                let full_page = page.items.len() >= LIVE_POLL_LIMIT as usize;
-                let mut cursor = self.live.cursor;
-                for attempt in page.items {
-                    // Skip anything at or below the cursor: a stale or
-                    // overlapping page must never duplicate rows.
-                    if cursor.is_some_and(|c| attempt.id <= c) {
-                        continue;
-                    }
-                    cursor = Some(attempt.id);
-                    self.live.push(attempt);
-                }
-                if let Some(next) = page.next_cursor {
-                    cursor = Some(cursor.map_or(next, |c| c.max(next)));
-                }
-                self.live.cursor = cursor;
-                // A full page means more are waiting: catch up at once.
-                if full_page
-                    && after.is_some()
-                    && cursor != after
-                    && self.inflight.live_catchups < LIVE_CATCHUP_PER_TICK
-                {
-                    self.inflight.live_catchups += 1;
-                    return self.poll_live().into_iter().collect();
-                }
-                Vec::new()
-            }
-            Err(e) => {
-                self.live.error = Some(e);
-                Vec::new()
-            }
-        }
-    }
 
     // ----- mutations ---------------------------------------------------------
 
@@ -595,50 +425,13 @@ impl App {
             target_url: sub.target_url.clone(),
         });
     }
-
-    pub(crate) fn live_command(&mut self, cmd: Cmd) -> Vec<Effect> {
-        match cmd {
-            Cmd::TogglePause => {
-                if self.live.paused {
-                    self.live.resume();
-                } else {
-                    self.live.paused = true;
-                }
-            }
-            Cmd::CycleFilter => {
-                self.live.filter = self.live.filter.next();
-                self.live.selected = None;
-            }
-            Cmd::Clear => {
-                self.live.ring.clear();
-                self.live.buffered.clear();
-                self.live.selected = None;
-            }
-            Cmd::Up => self.live.move_selection(true),
-            Cmd::Down => self.live.move_selection(false),
-            Cmd::Follow => self.live.selected = None,
-            Cmd::Open => {
-                let webhook = self.live.selected.and_then(|id| {
-                    self.live
-                        .ring
-                        .iter()
-                        .find(|a| a.id == id)
-                        .map(|a| a.webhook_id.clone())
-                });
-                if let Some(w) = webhook {
-                    return self.open_webhook(w);
-                }
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::screens::form::parse_events;
+    use crate::screens::live::LIVE_POLL_LIMIT;
     use crate::testkit::*;
     use ratatui::crossterm::event::KeyCode;
 
@@ -761,101 +554,6 @@ mod tests {
         });
         assert_eq!(app.subscriptions().items.len(), 2);
         assert!(app.flash().unwrap().is_error);
-    }
-
-    #[test]
-    fn live_tail_appends_dedups_and_caps() {
-        let mut app = loaded_app();
-        app.update(Action::AttemptsPolled {
-            after: None,
-            result: Ok(page(1..=3)),
-        });
-        assert_eq!(app.live().cursor, Some(3));
-        let fx = app.update(Action::Tick { now: t0() });
-        assert!(fx.contains(&Effect::PollAttempts {
-            after: Some(3),
-            limit: LIVE_POLL_LIMIT
-        }));
-        // Overlapping page: 2 and 3 are not added twice.
-        app.update(Action::AttemptsPolled {
-            after: Some(3),
-            result: Ok(page(2..=5)),
-        });
-        let ids: Vec<i64> = app.live().ring.iter().map(|a| a.id).collect();
-        assert_eq!(ids, vec![1, 2, 3, 4, 5]);
-        // A full page triggers an immediate catch-up poll.
-        app.update(Action::Tick { now: t0() });
-        let fx = app.update(Action::AttemptsPolled {
-            after: Some(5),
-            result: Ok(page(6..=205)),
-        });
-        assert_eq!(
-            fx,
-            vec![Effect::PollAttempts {
-                after: Some(205),
-                limit: LIVE_POLL_LIMIT
-            }]
-        );
-        for start in (206..=806).step_by(200) {
-            app.update(Action::AttemptsPolled {
-                after: Some(start - 1),
-                result: Ok(page(start..=start + 199)),
-            });
-        }
-        assert_eq!(app.live().ring.len(), LIVE_CAPACITY);
-        assert_eq!(app.live().ring.back().map(|a| a.id), Some(1005));
-    }
-
-    #[test]
-    fn live_pause_buffers_and_filter_cycles() {
-        let mut app = loaded_app();
-        app.update(ch('2'));
-        app.update(Action::AttemptsPolled {
-            after: None,
-            result: Ok(page(1..=3)),
-        });
-        app.update(ch(' '));
-        assert!(app.live().paused);
-        app.update(Action::AttemptsPolled {
-            after: Some(3),
-            result: Ok(page(4..=6)),
-        });
-        assert_eq!(app.live().ring.len(), 3);
-        assert_eq!(app.live().buffered.len(), 3);
-        app.update(ch(' '));
-        assert_eq!(app.live().ring.len(), 6);
-        assert!(app.live().buffered.is_empty());
-
-        app.update(ch('f'));
-        assert_eq!(app.live().filter, OutcomeFilter::Only(Outcome::Success));
-        assert!(app
-            .live()
-            .visible()
-            .iter()
-            .all(|a| a.outcome == Outcome::Success));
-        app.update(ch('f'));
-        assert_eq!(
-            app.live().filter,
-            OutcomeFilter::Only(Outcome::FailedAttempt)
-        );
-        app.update(ch('f'));
-        assert_eq!(app.live().filter, OutcomeFilter::Only(Outcome::Failure));
-        app.update(ch('f'));
-        assert_eq!(app.live().filter, OutcomeFilter::All);
-
-        // Select the newest, move up, open its webhook.
-        app.update(key(KeyCode::Up));
-        assert_eq!(app.live().selected, Some(6));
-        app.update(key(KeyCode::Up));
-        assert_eq!(app.live().selected, Some(5));
-        let fx = app.update(key(KeyCode::Enter));
-        assert_eq!(
-            fx,
-            vec![Effect::LoadWebhookStatus(
-                attempt(5, "", Outcome::Success).webhook_id
-            )]
-        );
-        assert_eq!(app.screen(), Screen::WebhookDetail);
     }
 
     #[test]

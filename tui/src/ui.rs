@@ -6,17 +6,13 @@
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
-use ratatui::widgets::{
-    Block, BorderType, Cell, Clear, HighlightSpacing, Paragraph, Row, Table, TableState, Wrap,
-};
+use ratatui::widgets::{Block, BorderType, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
 use crate::app::{short_id, App, Connection};
 use crate::keymap::{self, Cmd, Where};
-use crate::screens::{self, list, Screen, Tab};
-use crate::widgets::{
-    fill_width, fit, message, opt, outcome_style, panel, popup_area, unreachable_lines, ACCENT,
-};
+use crate::screens::{self, list, Tab};
+use crate::widgets::{popup_area, ACCENT};
 
 /// Draw the whole UI for `app` into `frame`.
 pub fn render(app: &App, frame: &mut Frame) {
@@ -89,111 +85,6 @@ fn render_tabs(app: &App, frame: &mut Frame, area: Rect) {
         Style::new().fg(ACCENT).add_modifier(Modifier::BOLD),
     ));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
-}
-
-pub(crate) fn render_live(app: &App, frame: &mut Frame, area: Rect) {
-    let live = &app.live;
-    let visible = live.visible();
-    let mode = if live.paused {
-        format!("⏸ paused, {} buffered", live.buffered.len())
-    } else if live.selected.is_some() {
-        "scrolled (End follows)".to_string()
-    } else {
-        "● following".to_string()
-    };
-    let title = format!(
-        " Live deliveries · {} shown · filter: {} · {mode} ",
-        visible.len(),
-        live.filter.label()
-    );
-    let block = panel(title);
-    if visible.is_empty() {
-        let lines = if let Some(lines) = unreachable_lines(app) {
-            lines
-        } else if let Some(err) = &live.error {
-            vec![
-                Line::from(""),
-                Line::from(Span::styled(
-                    format!("  ✖ {}", err.short()),
-                    Style::new().fg(Color::Red),
-                )),
-            ]
-        } else if !live.loaded {
-            vec![Line::from(""), Line::from("  Loading…")]
-        } else if live.ring.is_empty() {
-            vec![
-                Line::from(""),
-                Line::from("  Waiting for delivery attempts…"),
-            ]
-        } else {
-            vec![
-                Line::from(""),
-                Line::from(format!(
-                    "  No {} attempts among the last {}. Press f to change the filter.",
-                    live.filter.label(),
-                    live.ring.len()
-                )),
-            ]
-        };
-        message(frame, area, block, lines);
-        return;
-    }
-    let header = Row::new([
-        "TIME",
-        "SUB",
-        "WEBHOOK",
-        "#",
-        "OUTCOME",
-        "STATUS",
-        "DURATION",
-        "TARGET / ERROR",
-    ])
-    .style(Style::new().bold().fg(Color::Gray));
-    const FIXED: [u16; 7] = [12, 8, 8, 2, 14, 6, 9];
-    let tail_width = fill_width(area, &FIXED);
-    let rows = visible.iter().map(|a| {
-        let style = outcome_style(a.outcome);
-        let tail = fit(a.error.as_deref().unwrap_or(&a.target_url), tail_width);
-        Row::new(vec![
-            Cell::from(a.timestamp.format("%H:%M:%S%.3f").to_string()),
-            Cell::from(short_id(&a.subscription_id).to_string()),
-            Cell::from(short_id(&a.webhook_id).to_string()),
-            Cell::from(a.attempt_number.to_string()),
-            Cell::from(a.outcome.as_str()),
-            Cell::from(opt(&a.status_code)),
-            Cell::from(format!("{} ms", a.duration_ms)),
-            Cell::from(tail),
-        ])
-        .style(style)
-    });
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(FIXED[0]),
-            Constraint::Length(FIXED[1]),
-            Constraint::Length(FIXED[2]),
-            Constraint::Length(FIXED[3]),
-            Constraint::Length(FIXED[4]),
-            Constraint::Length(FIXED[5]),
-            Constraint::Length(FIXED[6]),
-            Constraint::Fill(1),
-        ],
-    )
-    .header(header)
-    .block(block)
-    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-    .highlight_symbol("▶ ")
-    // Keep the columns still when the selection comes and goes.
-    .highlight_spacing(HighlightSpacing::Always);
-    // Rows that fit: the area minus borders and the header row.
-    let height = usize::from(area.height.saturating_sub(3));
-    let selected = live
-        .selected
-        .and_then(|id| visible.iter().position(|a| a.id == id));
-    let mut state = TableState::default()
-        .with_offset(visible.len().saturating_sub(height))
-        .with_selected(selected);
-    frame.render_stateful_widget(table, area, &mut state);
 }
 
 fn render_confirm(id: &str, url: &str, frame: &mut Frame, area: Rect) {
@@ -323,24 +214,11 @@ pub fn key_hints(app: &App) -> Vec<(String, String)> {
     keymap::footer(place)
         .into_iter()
         .map(|(cmd, hint)| {
-            let does = live_words(app, place, cmd).unwrap_or_else(|| hint.does.to_string());
+            let does =
+                screens::footer_words(app, place, cmd).unwrap_or_else(|| hint.does.to_string());
             (hint.keys.to_string(), does)
         })
         .collect()
-}
-
-/// Footer words that show the live tail's state.
-fn live_words(app: &App, place: Where, cmd: Cmd) -> Option<String> {
-    if place != Where::Screen(Screen::Live) {
-        return None;
-    }
-    match cmd {
-        Cmd::TogglePause if app.live.paused => {
-            Some(format!("resume ({} buffered)", app.live.buffered.len()))
-        }
-        Cmd::CycleFilter => Some(format!("filter: {}", app.live.filter.label())),
-        _ => None,
-    }
 }
 
 fn render_keys(app: &App, frame: &mut Frame, area: Rect) {

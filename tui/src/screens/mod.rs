@@ -14,8 +14,7 @@ use ratatui::layout::Rect;
 use ratatui::Frame;
 
 use crate::app::{short_id, App, Effect};
-use crate::keymap::Cmd;
-use crate::ui;
+use crate::keymap::{Cmd, Where};
 use detail::DetailState;
 use form::FormState;
 use webhook::WebhookView;
@@ -23,6 +22,7 @@ use webhook::WebhookView;
 pub mod detail;
 pub mod form;
 pub mod list;
+pub mod live;
 pub mod webhook;
 
 /// The top-level screens reachable with Tab and the number keys.
@@ -169,6 +169,15 @@ impl App {
     }
 }
 
+/// Footer words of `place` that show the screen's state instead of the
+/// key table's words for `cmd`.
+pub(crate) fn footer_words(app: &App, place: Where, cmd: Cmd) -> Option<String> {
+    match place {
+        Where::Screen(Screen::Live) => live::footer_words(app, cmd),
+        _ => None,
+    }
+}
+
 /// Draw the screen in front into `area`.
 pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
     match app.stack.last() {
@@ -177,7 +186,7 @@ pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
         Some(View::WebhookDetail(w)) => webhook::draw(app, w, frame, area),
         None => match app.tab {
             Tab::Subscriptions => list::draw(app, frame, area),
-            Tab::Live => ui::render_live(app, frame, area),
+            Tab::Live => live::draw(app, frame, area),
         },
     }
 }
