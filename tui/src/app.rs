@@ -12,9 +12,10 @@ use chrono::{DateTime, Utc};
 use ratatui::crossterm::event::{KeyEvent, KeyEventKind};
 
 pub use crate::action::{Action, Effect};
-use crate::api::{ApiError, Attempt, Outcome, Subscription};
+use crate::api::{ApiError, Attempt, Outcome};
 use crate::keymap::{self, Cmd, Where};
 use crate::metrics::{Rates, Sample};
+use crate::screens::confirm::DeleteConfirm;
 use crate::screens::list::SubscriptionList;
 use crate::screens::live::LiveState;
 use crate::screens::{Screen, Tab, View};
@@ -56,15 +57,6 @@ pub(crate) struct InFlight {
     pub(crate) live_catchups: u8,
     pub(crate) attempts: HashSet<String>,
     pub(crate) webhooks: HashSet<String>,
-}
-
-/// The pending "delete this subscription?" question.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeleteConfirm {
-    /// Subscription id.
-    pub id: String,
-    /// Its URL, to make sure the operator deletes the right one.
-    pub target_url: String,
 }
 
 /// The whole UI state. Render it with [`crate::ui::render`]; change it only
@@ -154,11 +146,6 @@ impl App {
     /// Whether the key help overlay is open.
     pub fn help_visible(&self) -> bool {
         self.show_help
-    }
-
-    /// The pending delete confirmation, if any.
-    pub fn delete_confirmation(&self) -> Option<&DeleteConfirm> {
-        self.confirm_delete.as_ref()
     }
 
     /// Connection state as the header shows it.
@@ -294,29 +281,6 @@ impl App {
 
     // ----- mutations ---------------------------------------------------------
 
-    fn on_deleted(&mut self, id: String, result: Result<(), ApiError>) -> Vec<Effect> {
-        self.note(&result);
-        match result {
-            Ok(()) | Err(ApiError::Http { status: 404, .. }) => {
-                let selected_id = self.selected_subscription().map(|s| s.id.clone());
-                self.subs.items.retain(|s| s.id != id);
-                self.recent.remove(&id);
-                self.reselect(selected_id.as_deref());
-                // Views about the deleted subscription make no sense now.
-                if let Some(pos) = self.stack.iter().position(|v| match v {
-                    View::SubscriptionDetail(d) => d.id == id,
-                    View::Form(f) => f.editing.as_ref().is_some_and(|s| s.id == id),
-                    View::WebhookDetail(_) => false,
-                }) {
-                    self.stack.truncate(pos);
-                }
-                self.set_flash(format!("Deleted subscription {}", short_id(&id)), false);
-            }
-            Err(e) => self.set_flash(format!("Delete failed: {}", e.short()), true),
-        }
-        Vec::new()
-    }
-
     // ----- keys --------------------------------------------------------------
 
     fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
@@ -396,34 +360,11 @@ impl App {
         Vec::new()
     }
 
-    fn confirm_command(&mut self, cmd: Cmd) -> Vec<Effect> {
-        let Some(confirm) = self.confirm_delete.clone() else {
-            return Vec::new();
-        };
-        match cmd {
-            Cmd::Confirm => {
-                self.confirm_delete = None;
-                self.set_flash(format!("Deleting {}…", short_id(&confirm.id)), false);
-                return vec![Effect::DeleteSubscription(confirm.id)];
-            }
-            Cmd::Cancel => self.confirm_delete = None,
-            _ => {}
-        }
-        Vec::new()
-    }
-
     fn switch_tab(&mut self, tab: Tab) -> Vec<Effect> {
         self.stack.clear();
         self.tab = tab;
         self.subs.filter_editing = false;
         Vec::new()
-    }
-
-    pub(crate) fn ask_delete(&mut self, sub: &Subscription) {
-        self.confirm_delete = Some(DeleteConfirm {
-            id: sub.id.clone(),
-            target_url: sub.target_url.clone(),
-        });
     }
 }
 
@@ -501,59 +442,6 @@ mod tests {
         assert!(app.help_visible());
         app.update(ch('q'));
         assert!(app.should_quit());
-    }
-
-    #[test]
-    fn delete_asks_first() {
-        let mut app = loaded_app();
-        let id = sub(1, "", None).id;
-        app.update(ch('d'));
-        assert_eq!(app.delete_confirmation().map(|c| &c.id), Some(&id));
-        assert!(app.update(ch('n')).is_empty());
-        assert!(app.delete_confirmation().is_none());
-        app.update(ch('d'));
-        // Other keys are swallowed while asking.
-        assert!(app.update(ch('q')).is_empty());
-        assert!(!app.should_quit());
-        let fx = app.update(ch('y'));
-        assert_eq!(fx, vec![Effect::DeleteSubscription(id.clone())]);
-        app.update(Action::SubscriptionDeleted {
-            id: id.clone(),
-            result: Ok(()),
-        });
-        assert_eq!(app.subscriptions().items.len(), 1);
-        assert!(app.flash().unwrap().text.contains("Deleted"));
-    }
-
-    #[test]
-    fn delete_from_detail_returns_to_list() {
-        let mut app = loaded_app();
-        app.update(key(KeyCode::Enter));
-        assert_eq!(app.screen(), Screen::SubscriptionDetail);
-        app.update(ch('d'));
-        let fx = app.update(ch('y'));
-        let id = sub(1, "", None).id;
-        assert_eq!(fx, vec![Effect::DeleteSubscription(id.clone())]);
-        app.update(Action::SubscriptionDeleted { id, result: Ok(()) });
-        assert_eq!(app.screen(), Screen::Subscriptions);
-    }
-
-    #[test]
-    fn failed_delete_is_flashed() {
-        let mut app = loaded_app();
-        app.update(ch('d'));
-        app.update(ch('y'));
-        app.update(Action::SubscriptionDeleted {
-            id: sub(1, "", None).id,
-            result: Err(ApiError::Http {
-                status: 500,
-                code: "internal".into(),
-                message: "boom".into(),
-                field: None,
-            }),
-        });
-        assert_eq!(app.subscriptions().items.len(), 2);
-        assert!(app.flash().unwrap().is_error);
     }
 
     #[test]

@@ -6,12 +6,12 @@
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
-use ratatui::widgets::{Block, BorderType, Clear, Paragraph, Wrap};
+use ratatui::widgets::{Block, BorderType, Clear, Paragraph};
 use ratatui::Frame;
 
-use crate::app::{short_id, App, Connection};
+use crate::app::{App, Connection};
 use crate::keymap::{self, Cmd, Where};
-use crate::screens::{self, list, Tab};
+use crate::screens::{self, confirm, list, Tab};
 use crate::widgets::{popup_area, ACCENT};
 
 /// Draw the whole UI for `app` into `frame`.
@@ -30,9 +30,7 @@ pub fn render(app: &App, frame: &mut Frame) {
     screens::draw(app, frame, body);
     render_status(app, frame, status);
     render_keys(app, frame, keys);
-    if let Some(confirm) = &app.confirm_delete {
-        render_confirm(&confirm.id, &confirm.target_url, frame, body);
-    }
+    confirm::draw(app, frame, body);
     if app.show_help {
         render_help(frame, body);
     }
@@ -85,50 +83,6 @@ fn render_tabs(app: &App, frame: &mut Frame, area: Rect) {
         Style::new().fg(ACCENT).add_modifier(Modifier::BOLD),
     ));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
-}
-
-fn render_confirm(id: &str, url: &str, frame: &mut Frame, area: Rect) {
-    let popup = popup_area(area, 64, 7);
-    frame.render_widget(Clear, popup);
-    let block = Block::bordered()
-        .border_type(BorderType::Double)
-        .border_style(Style::new().fg(Color::Red))
-        .title(Line::from(" Delete subscription? ").style(Style::new().fg(Color::Red).bold()));
-    let lines = vec![
-        Line::from(vec![
-            Span::raw(" Delete "),
-            Span::styled(short_id(id).to_string(), Style::new().bold()),
-            Span::raw(format!(" → {url}")),
-        ]),
-        Line::from(" Its pending deliveries stop. This cannot be undone."),
-        Line::from(""),
-        Line::from(dialog_keys(Where::DeleteDialog)),
-    ];
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(block)
-            .wrap(Wrap { trim: false }),
-        popup,
-    );
-}
-
-/// The answers of a dialog as buttons, from its key table block: the one
-/// that confirms in red.
-fn dialog_keys(place: Where) -> Vec<Span<'static>> {
-    let mut spans = Vec::new();
-    for b in keymap::block(place).map_or(&[][..], |block| block.bindings) {
-        let confirms = b.map.iter().any(|&(_, cmd)| cmd == Cmd::Confirm);
-        let bg = if confirms { Color::Red } else { Color::Gray };
-        if !spans.is_empty() {
-            spans.push(Span::raw("    "));
-        }
-        spans.push(Span::styled(
-            format!(" {} ", b.keys),
-            Style::new().fg(Color::Black).bg(bg).bold(),
-        ));
-        spans.push(Span::raw(format!(" {}", b.does)));
-    }
-    spans
 }
 
 fn help_column(blocks: &[&keymap::Block]) -> Vec<Line<'static>> {

@@ -19,6 +19,7 @@ use detail::DetailState;
 use form::FormState;
 use webhook::WebhookView;
 
+pub mod confirm;
 pub mod detail;
 pub mod form;
 pub mod list;
