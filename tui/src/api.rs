@@ -1,4 +1,5 @@
-//! HTTP client for the webhookd API and the JSON types it exchanges.
+//! HTTP client for the webhookd API and (from `api/types.rs`) the JSON
+//! types it exchanges.
 //!
 //! The TUI is only a client of the public HTTP API, so everything it knows
 //! about the server goes through [`Client`]. Errors are folded into
@@ -9,11 +10,17 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+mod types;
+
+pub use types::{
+    Attempt, AttemptsPage, NewSubscription, Outcome, Subscription, SubscriptionPage,
+    SubscriptionPatch, WebhookStatus,
+};
 
 /// How long one request may take before the server is considered unreachable.
 ///
@@ -95,179 +102,6 @@ impl ApiError {
             other => other.to_string(),
         }
     }
-}
-
-/// A webhook subscription as the server returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Subscription {
-    /// Server-assigned UUID.
-    pub id: String,
-    /// Where deliveries are POSTed.
-    pub target_url: String,
-    /// Event types delivered; `None` means every event.
-    #[serde(default)]
-    pub events: Option<Vec<String>>,
-    /// Masked signing secret (`****wxyz`), or `None` when unsigned.
-    #[serde(default)]
-    pub secret: Option<String>,
-    /// When the subscription was created.
-    pub created_at: DateTime<Utc>,
-    /// When the subscription was last changed.
-    pub updated_at: DateTime<Utc>,
-}
-
-/// One page of `GET /subscriptions`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct SubscriptionPage {
-    /// Subscriptions in creation order.
-    pub items: Vec<Subscription>,
-    /// Cursor for the next page, `None` on the last page.
-    #[serde(default)]
-    pub next_cursor: Option<String>,
-}
-
-/// Body of `POST /subscriptions`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NewSubscription {
-    /// Where deliveries go.
-    pub target_url: String,
-    /// Signing secret; omitted when `None` (unsigned deliveries).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
-    /// Event filter; serialised as `null` (all events) when `None`.
-    pub events: Option<Vec<String>>,
-}
-
-/// Body of `PATCH /subscriptions/{id}`: only the fields that are `Some` are
-/// sent, so the server leaves the others unchanged. The inner `Option` of
-/// `secret` / `events` distinguishes "set to this" from "clear" (`null`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct SubscriptionPatch {
-    /// New target URL.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_url: Option<String>,
-    /// New secret (`Some(None)` removes the secret).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<Option<String>>,
-    /// New event filter (`Some(None)` means all events).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub events: Option<Option<Vec<String>>>,
-}
-
-impl SubscriptionPatch {
-    /// True when the patch would change nothing, so no request is needed.
-    pub fn is_empty(&self) -> bool {
-        self.target_url.is_none() && self.secret.is_none() && self.events.is_none()
-    }
-}
-
-/// Result of one delivery attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The target accepted the webhook.
-    Success,
-    /// The attempt failed and will be retried.
-    FailedAttempt,
-    /// The attempt failed and no retry follows.
-    Failure,
-    /// An outcome this client does not know (newer server).
-    #[serde(other)]
-    Unknown,
-}
-
-impl Outcome {
-    /// The wire name, used on screen.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::FailedAttempt => "failed_attempt",
-            Outcome::Failure => "failure",
-            Outcome::Unknown => "unknown",
-        }
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One delivery attempt of a webhook to a subscription.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attempt {
-    /// Increasing id; used as the cursor of the live tail.
-    pub id: i64,
-    /// The webhook that was delivered.
-    pub webhook_id: String,
-    /// The subscription it was delivered to.
-    pub subscription_id: String,
-    /// The URL it was POSTed to.
-    #[serde(default)]
-    pub target_url: String,
-    /// When the attempt finished.
-    pub timestamp: DateTime<Utc>,
-    /// 1 for the first try, 2 for the first retry, ...
-    pub attempt_number: u32,
-    /// What happened.
-    pub outcome: Outcome,
-    /// HTTP status the target answered, if it answered.
-    #[serde(default)]
-    pub status_code: Option<u16>,
-    /// Transport or HTTP error text, if the attempt failed.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// How long the attempt took.
-    #[serde(default)]
-    pub duration_ms: u64,
-    /// The first KiB of the target's answer.
-    #[serde(default)]
-    pub response_body: Option<String>,
-}
-
-/// `GET /status/{webhook_id}`: where one webhook stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WebhookStatus {
-    /// The webhook.
-    pub webhook_id: String,
-    /// The subscription it is delivered to.
-    pub subscription_id: String,
-    /// Event type given at ingest, if any.
-    #[serde(default)]
-    pub event_type: Option<String>,
-    /// When webhookd accepted it.
-    pub received_at: DateTime<Utc>,
-    /// `pending`, `delivering`, `retrying`, `succeeded`, `failed` or `filtered`.
-    pub status: String,
-    /// Attempts made so far.
-    pub attempt_count: u32,
-    /// When the next retry is due, if one is scheduled.
-    #[serde(default)]
-    pub next_retry_at: Option<DateTime<Utc>>,
-    /// Error of the last failed attempt.
-    #[serde(default)]
-    pub last_error: Option<String>,
-    /// Attempts, oldest first.
-    #[serde(default)]
-    pub attempts: Vec<Attempt>,
-}
-
-impl WebhookStatus {
-    /// True once the webhook can no longer change, so polling may stop.
-    pub fn is_final(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "failed" | "filtered")
-    }
-}
-
-/// `GET /attempts?after=..`: a page of the global attempt log.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct AttemptsPage {
-    /// Attempts with `id > after`, oldest first.
-    pub items: Vec<Attempt>,
-    /// Largest id returned (or `after` echoed when nothing new).
-    #[serde(default)]
-    pub next_cursor: Option<i64>,
 }
 
 /// Error body the server sends with every non-2xx answer.
@@ -558,46 +392,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn patch_serialises_only_changed_fields() {
-        let patch = SubscriptionPatch {
-            target_url: None,
-            secret: None,
-            events: Some(None),
-        };
-        assert_eq!(
-            serde_json::to_value(&patch).unwrap(),
-            serde_json::json!({"events": null})
-        );
-        let patch = SubscriptionPatch {
-            target_url: Some("https://a.example/h".into()),
-            secret: Some(Some("0123456789abcdef".into())),
-            events: Some(Some(vec!["a".into()])),
-        };
-        assert_eq!(
-            serde_json::to_value(&patch).unwrap(),
-            serde_json::json!({"target_url": "https://a.example/h", "secret": "0123456789abcdef", "events": ["a"]})
-        );
-        assert!(SubscriptionPatch::default().is_empty());
-        assert_eq!(
-            serde_json::to_value(SubscriptionPatch::default()).unwrap(),
-            serde_json::json!({})
-        );
-    }
-
-    #[test]
-    fn new_subscription_sends_null_events_and_omits_missing_secret() {
-        let new = NewSubscription {
-            target_url: "https://a.example/h".into(),
-            secret: None,
-            events: None,
-        };
-        assert_eq!(
-            serde_json::to_value(&new).unwrap(),
-            serde_json::json!({"target_url": "https://a.example/h", "events": null})
-        );
-    }
-
-    #[test]
     fn error_envelope_is_parsed() {
         let body = br#"{"error":{"code":"validation_failed","message":"must be https","field":"target_url"}}"#;
         let err = http_error(StatusCode::UNPROCESSABLE_ENTITY, body);
@@ -619,15 +413,6 @@ mod tests {
         assert_eq!(err.status(), Some(404));
         assert_eq!(err.field(), None);
         assert!(err.to_string().contains("Not Found"));
-    }
-
-    #[test]
-    fn attempt_with_unknown_outcome_decodes() {
-        let json = r#"{"id":1,"webhook_id":"w","subscription_id":"s","target_url":"u",
-            "timestamp":"2026-11-29T09:41:03.123Z","attempt_number":1,"outcome":"weird",
-            "status_code":null,"error":null,"duration_ms":3,"response_body":null}"#;
-        let a: Attempt = serde_json::from_str(json).unwrap();
-        assert_eq!(a.outcome, Outcome::Unknown);
     }
 
     #[test]

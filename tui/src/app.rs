@@ -6,171 +6,26 @@
 //! actions. This keeps every behaviour testable by feeding actions in and
 //! looking at the state (or its rendering) afterwards.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::event::{KeyEvent, KeyEventKind};
 
-use crate::api::{
-    ApiError, Attempt, AttemptsPage, NewSubscription, Outcome, Subscription, SubscriptionPatch,
-    WebhookStatus,
-};
+pub use crate::action::{Action, Effect};
+use crate::api::{ApiError, Attempt, Outcome};
+use crate::keymap::{self, Cmd, Where};
 use crate::metrics::{Rates, Sample};
+use crate::screens::confirm::DeleteConfirm;
+use crate::screens::list::SubscriptionList;
+use crate::screens::live::LiveState;
+use crate::screens::{Screen, Tab, View};
 
-/// How many attempts the live tail keeps (and buffers while paused).
-pub const LIVE_CAPACITY: usize = 500;
-/// Page size of one live-tail poll.
-pub const LIVE_POLL_LIMIT: u32 = 200;
-/// Attempts fetched per subscription (detail screen and success rates).
-pub const RECENT_ATTEMPTS_LIMIT: u32 = 20;
-/// Subscriptions whose recent attempts are fetched after a list load, so the
-/// success-rate column fills in without opening each one.
-pub const RATE_PREFETCH_MAX: usize = 50;
 /// Ticks (seconds) between health checks while the server is reachable.
 pub const HEALTH_EVERY_TICKS: u64 = 2;
 /// Ticks (seconds) between `/metrics` scrapes.
 pub const METRICS_EVERY_TICKS: u64 = 2;
-/// Extra live-tail polls allowed per tick when pages come back full, so a
-/// backlog is caught up quickly without turning into a busy loop.
-pub const LIVE_CATCHUP_PER_TICK: u8 = 4;
-/// Ticks (seconds) between reloads of the subscription list while it is on
-/// screen (new subscriptions and success rates show up by themselves).
-pub const LIST_EVERY_TICKS: u64 = 5;
 /// Ticks a flash message stays in the footer.
 pub const FLASH_TICKS: u8 = 5;
-
-/// Everything that can happen to the app: input, time, and API results.
-#[derive(Debug, Clone)]
-pub enum Action {
-    /// First action after start: triggers the initial loads.
-    Init,
-    /// Once a second; carries the wall clock so that `App` never reads it.
-    Tick {
-        /// Current time.
-        now: DateTime<Utc>,
-    },
-    /// A key press.
-    Key(KeyEvent),
-    /// Answer of `GET /healthz`.
-    Health(Result<(), ApiError>),
-    /// Answer of the (paginated) subscription list.
-    SubscriptionsLoaded(Result<Vec<Subscription>, ApiError>),
-    /// Answer of `GET /subscriptions/{id}`.
-    SubscriptionLoaded {
-        /// Requested id.
-        id: String,
-        /// Answer.
-        result: Result<Subscription, ApiError>,
-    },
-    /// Answer of `GET /subscriptions/{id}/attempts`.
-    SubscriptionAttemptsLoaded {
-        /// Requested subscription id.
-        id: String,
-        /// Answer, most recent first.
-        result: Result<Vec<Attempt>, ApiError>,
-    },
-    /// Answer of `POST /subscriptions`.
-    SubscriptionCreated(Result<Subscription, ApiError>),
-    /// Answer of `PATCH /subscriptions/{id}`.
-    SubscriptionUpdated {
-        /// Patched id.
-        id: String,
-        /// Answer.
-        result: Result<Subscription, ApiError>,
-    },
-    /// Answer of `DELETE /subscriptions/{id}`.
-    SubscriptionDeleted {
-        /// Deleted id.
-        id: String,
-        /// Answer.
-        result: Result<(), ApiError>,
-    },
-    /// Answer of `GET /status/{id}`.
-    WebhookStatusLoaded {
-        /// Requested webhook id.
-        id: String,
-        /// Answer.
-        result: Result<WebhookStatus, ApiError>,
-    },
-    /// Answer of `GET /attempts?after=..`.
-    AttemptsPolled {
-        /// The cursor the poll was made with.
-        after: Option<i64>,
-        /// Answer.
-        result: Result<AttemptsPage, ApiError>,
-    },
-    /// Answer of `GET /metrics`.
-    MetricsScraped {
-        /// When the scrape finished (the time base of rates).
-        at: DateTime<Utc>,
-        /// Prometheus text.
-        result: Result<String, ApiError>,
-    },
-}
-
-/// Work the runtime must do on the app's behalf; each ends in an [`Action`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    /// `GET /healthz` → [`Action::Health`].
-    CheckHealth,
-    /// `GET /metrics` → [`Action::MetricsScraped`].
-    ScrapeMetrics,
-    /// All pages of `GET /subscriptions` → [`Action::SubscriptionsLoaded`].
-    LoadSubscriptions,
-    /// `GET /subscriptions/{id}` → [`Action::SubscriptionLoaded`].
-    LoadSubscription(String),
-    /// `GET /subscriptions/{id}/attempts` → [`Action::SubscriptionAttemptsLoaded`].
-    LoadSubscriptionAttempts {
-        /// Subscription id.
-        id: String,
-        /// How many.
-        limit: u32,
-    },
-    /// `POST /subscriptions` → [`Action::SubscriptionCreated`].
-    CreateSubscription(NewSubscription),
-    /// `PATCH /subscriptions/{id}` → [`Action::SubscriptionUpdated`].
-    UpdateSubscription {
-        /// Subscription id.
-        id: String,
-        /// Changed fields only.
-        patch: SubscriptionPatch,
-    },
-    /// `DELETE /subscriptions/{id}` → [`Action::SubscriptionDeleted`].
-    DeleteSubscription(String),
-    /// `GET /status/{id}` → [`Action::WebhookStatusLoaded`].
-    LoadWebhookStatus(String),
-    /// `GET /attempts?after=..` → [`Action::AttemptsPolled`].
-    PollAttempts {
-        /// Cursor (largest id seen), `None` for "the latest".
-        after: Option<i64>,
-        /// Page size.
-        limit: u32,
-    },
-}
-
-/// The top-level screens reachable with Tab and the number keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tab {
-    /// Subscription list (key 1).
-    Subscriptions,
-    /// Live delivery tail (key 2).
-    Live,
-}
-
-/// Which screen is in front, for headers, footers and tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Screen {
-    /// Subscription list.
-    Subscriptions,
-    /// Live tail.
-    Live,
-    /// New / edit subscription form.
-    Form,
-    /// One subscription and its attempts.
-    SubscriptionDetail,
-    /// One webhook's status and attempt timeline.
-    WebhookDetail,
-}
 
 /// Whether the server answers, as far as the last requests tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,319 +48,15 @@ pub struct Flash {
     ticks_left: u8,
 }
 
-/// State of the subscription list screen.
-#[derive(Debug, Clone, Default)]
-pub struct SubscriptionList {
-    /// All subscriptions, in creation order.
-    pub items: Vec<Subscription>,
-    /// True once one load succeeded.
-    pub loaded: bool,
-    /// A load is in flight.
-    pub loading: bool,
-    /// Error of the last load, if it failed.
-    pub error: Option<ApiError>,
-    /// Selected row among the visible (filtered) rows.
-    pub selected: usize,
-    /// Substring filter on id, URL and events.
-    pub filter: String,
-    /// The filter line has keyboard focus.
-    pub filter_editing: bool,
-}
-
-/// Fields of the subscription form, in tab order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FormField {
-    /// Target URL.
-    TargetUrl,
-    /// Signing secret.
-    Secret,
-    /// Comma-separated event types.
-    Events,
-}
-
-impl FormField {
-    /// All fields in tab order.
-    pub const ALL: [FormField; 3] = [FormField::TargetUrl, FormField::Secret, FormField::Events];
-
-    /// Position in [`FormField::ALL`].
-    pub fn index(self) -> usize {
-        match self {
-            FormField::TargetUrl => 0,
-            FormField::Secret => 1,
-            FormField::Events => 2,
-        }
-    }
-
-    /// The field the server names in a validation error.
-    pub fn from_api(field: &str) -> Option<FormField> {
-        match field {
-            "target_url" | "url" => Some(FormField::TargetUrl),
-            "secret" => Some(FormField::Secret),
-            f if f == "events" || f.starts_with("events[") || f.starts_with("events.") => {
-                Some(FormField::Events)
-            }
-            _ => None,
-        }
-    }
-
-    /// Label on screen.
-    pub fn label(self) -> &'static str {
-        match self {
-            FormField::TargetUrl => "Target URL",
-            FormField::Secret => "Secret",
-            FormField::Events => "Events",
-        }
-    }
-}
-
-/// An error shown in the form: next to a field when the server named one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FormError {
-    /// The field it belongs to, if known.
-    pub field: Option<FormField>,
-    /// What went wrong.
-    pub message: String,
-}
-
-/// State of the new / edit form.
-#[derive(Debug, Clone)]
-pub struct FormState {
-    /// The subscription being edited; `None` when creating.
-    pub editing: Option<Subscription>,
-    /// Text of each field, indexed by [`FormField::index`].
-    pub values: [String; 3],
-    /// Field with keyboard focus.
-    pub focus: FormField,
-    /// Last error, if the submit failed.
-    pub error: Option<FormError>,
-    /// A submit is in flight; further Enter presses are ignored.
-    pub submitting: bool,
-}
-
-impl FormState {
-    fn create() -> FormState {
-        FormState {
-            editing: None,
-            values: Default::default(),
-            focus: FormField::TargetUrl,
-            error: None,
-            submitting: false,
-        }
-    }
-
-    fn edit(sub: &Subscription) -> FormState {
-        FormState {
-            values: [
-                sub.target_url.clone(),
-                String::new(),
-                sub.events
-                    .as_ref()
-                    .map(|e| e.join(", "))
-                    .unwrap_or_default(),
-            ],
-            editing: Some(sub.clone()),
-            focus: FormField::TargetUrl,
-            error: None,
-            submitting: false,
-        }
-    }
-
-    /// Current text of `field`.
-    pub fn value(&self, field: FormField) -> &str {
-        &self.values[field.index()]
-    }
-
-    fn value_mut(&mut self) -> &mut String {
-        &mut self.values[self.focus.index()]
-    }
-
-    fn move_focus(&mut self, forward: bool) {
-        let i = self.focus.index();
-        let n = FormField::ALL.len();
-        let next = if forward {
-            (i + 1) % n
-        } else {
-            (i + n - 1) % n
-        };
-        self.focus = FormField::ALL[next];
-    }
-}
-
-/// Split the events field: comma separated, blanks dropped; nothing → `None`
-/// (all events).
-pub fn parse_events(text: &str) -> Option<Vec<String>> {
-    let events: Vec<String> = text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    if events.is_empty() {
-        None
-    } else {
-        Some(events)
-    }
-}
-
-/// State of the subscription detail screen.
-#[derive(Debug, Clone)]
-pub struct DetailState {
-    /// Subscription id.
-    pub id: String,
-    /// Its settings, once known.
-    pub sub: Option<Subscription>,
-    /// Selected attempt row.
-    pub selected: usize,
-    /// Last load error.
-    pub error: Option<ApiError>,
-}
-
-/// State of the webhook detail screen.
-#[derive(Debug, Clone)]
-pub struct WebhookView {
-    /// Webhook id.
-    pub id: String,
-    /// Status, once loaded.
-    pub status: Option<WebhookStatus>,
-    /// Selected row of the timeline.
-    pub selected: usize,
-    /// Last load error.
-    pub error: Option<ApiError>,
-}
-
-/// Screens stacked on top of a [`Tab`]; Esc pops them.
-#[derive(Debug, Clone)]
-pub enum View {
-    /// New / edit form.
-    Form(FormState),
-    /// Subscription detail.
-    SubscriptionDetail(DetailState),
-    /// Webhook detail.
-    WebhookDetail(WebhookView),
-}
-
-/// Which outcomes the live tail shows; `f` cycles through them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OutcomeFilter {
-    /// Everything.
-    #[default]
-    All,
-    /// Only this outcome.
-    Only(Outcome),
-}
-
-impl OutcomeFilter {
-    /// The next filter in the cycle all → success → failed_attempt → failure.
-    pub fn next(self) -> OutcomeFilter {
-        match self {
-            OutcomeFilter::All => OutcomeFilter::Only(Outcome::Success),
-            OutcomeFilter::Only(Outcome::Success) => OutcomeFilter::Only(Outcome::FailedAttempt),
-            OutcomeFilter::Only(Outcome::FailedAttempt) => OutcomeFilter::Only(Outcome::Failure),
-            OutcomeFilter::Only(_) => OutcomeFilter::All,
-        }
-    }
-
-    /// Whether `outcome` passes.
-    pub fn matches(self, outcome: Outcome) -> bool {
-        match self {
-            OutcomeFilter::All => true,
-            OutcomeFilter::Only(o) => o == outcome,
-        }
-    }
-
-    /// Text for the footer.
-    pub fn label(self) -> &'static str {
-        match self {
-            OutcomeFilter::All => "all",
-            OutcomeFilter::Only(o) => o.as_str(),
-        }
-    }
-}
-
-/// State of the live tail.
-#[derive(Debug, Clone, Default)]
-pub struct LiveState {
-    /// Shown attempts, oldest first, at most [`LIVE_CAPACITY`].
-    pub ring: VecDeque<Attempt>,
-    /// Attempts that arrived while paused, appended on resume.
-    pub buffered: VecDeque<Attempt>,
-    /// Largest attempt id seen: the `after` of the next poll.
-    pub cursor: Option<i64>,
-    /// Paused: polling goes on but new attempts are buffered.
-    pub paused: bool,
-    /// Outcome filter.
-    pub filter: OutcomeFilter,
-    /// Selected attempt id; `None` follows the tail.
-    pub selected: Option<i64>,
-    /// Last poll error.
-    pub error: Option<ApiError>,
-    /// At least one poll succeeded.
-    pub loaded: bool,
-}
-
-impl LiveState {
-    /// Attempts passing the filter, oldest first.
-    pub fn visible(&self) -> Vec<&Attempt> {
-        self.ring
-            .iter()
-            .filter(|a| self.filter.matches(a.outcome))
-            .collect()
-    }
-
-    fn push(&mut self, attempt: Attempt) {
-        let queue = if self.paused {
-            &mut self.buffered
-        } else {
-            &mut self.ring
-        };
-        queue.push_back(attempt);
-        while queue.len() > LIVE_CAPACITY {
-            queue.pop_front();
-        }
-    }
-
-    fn resume(&mut self) {
-        self.paused = false;
-        while let Some(a) = self.buffered.pop_front() {
-            self.push(a);
-        }
-    }
-
-    fn move_selection(&mut self, up: bool) {
-        let ids: Vec<i64> = self.visible().iter().map(|a| a.id).collect();
-        let Some(&last) = ids.last() else {
-            self.selected = None;
-            return;
-        };
-        let pos = self
-            .selected
-            .and_then(|id| ids.iter().position(|&x| x == id));
-        self.selected = Some(match (pos, up) {
-            (None, _) => last,
-            (Some(p), true) => ids[p.saturating_sub(1)],
-            (Some(p), false) => ids[(p + 1).min(ids.len() - 1)],
-        });
-    }
-}
-
 /// In-flight requests, so that slow answers do not pile up polls.
 #[derive(Debug, Clone, Default)]
-struct InFlight {
-    health: bool,
-    metrics: bool,
-    live: bool,
-    live_catchups: u8,
-    attempts: HashSet<String>,
-    webhooks: HashSet<String>,
-}
-
-/// The pending "delete this subscription?" question.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeleteConfirm {
-    /// Subscription id.
-    pub id: String,
-    /// Its URL, to make sure the operator deletes the right one.
-    pub target_url: String,
+pub(crate) struct InFlight {
+    pub(crate) health: bool,
+    pub(crate) metrics: bool,
+    pub(crate) live: bool,
+    pub(crate) live_catchups: u8,
+    pub(crate) attempts: HashSet<String>,
+    pub(crate) webhooks: HashSet<String>,
 }
 
 /// The whole UI state. Render it with [`crate::ui::render`]; change it only
@@ -514,7 +65,7 @@ pub struct DeleteConfirm {
 pub struct App {
     pub(crate) server: String,
     pub(crate) now: Option<DateTime<Utc>>,
-    ticks: u64,
+    pub(crate) ticks: u64,
     pub(crate) connection: Connection,
     pub(crate) rates: Rates,
     pub(crate) tab: Tab,
@@ -526,7 +77,7 @@ pub struct App {
     /// Recent attempts per subscription id, most recent first.
     pub(crate) recent: HashMap<String, Vec<Attempt>>,
     pub(crate) live: LiveState,
-    inflight: InFlight,
+    pub(crate) inflight: InFlight,
     should_quit: bool,
 }
 
@@ -564,26 +115,6 @@ pub fn success_rate(attempts: &[Attempt]) -> Option<(f64, usize)> {
     Some((ok as f64 * 100.0 / attempts.len() as f64, attempts.len()))
 }
 
-/// True when `sub` matches the list filter (case-insensitive substring of
-/// id, URL or events; subscriptions to all events match "all").
-pub fn matches_filter(sub: &Subscription, filter: &str) -> bool {
-    let filter = filter.trim().to_lowercase();
-    if filter.is_empty() {
-        return true;
-    }
-    let events = match &sub.events {
-        Some(e) => e.join(","),
-        None => "all".to_string(),
-    };
-    sub.id.to_lowercase().contains(&filter)
-        || sub.target_url.to_lowercase().contains(&filter)
-        || events.to_lowercase().contains(&filter)
-}
-
-fn is_ctrl(key: &KeyEvent, c: char) -> bool {
-    key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char(c)
-}
-
 impl App {
     /// A fresh app for the server at `server_url` (shown in the header,
     /// credentials stripped).
@@ -612,27 +143,9 @@ impl App {
         self.should_quit
     }
 
-    /// The screen in front.
-    pub fn screen(&self) -> Screen {
-        match self.stack.last() {
-            Some(View::Form(_)) => Screen::Form,
-            Some(View::SubscriptionDetail(_)) => Screen::SubscriptionDetail,
-            Some(View::WebhookDetail(_)) => Screen::WebhookDetail,
-            None => match self.tab {
-                Tab::Subscriptions => Screen::Subscriptions,
-                Tab::Live => Screen::Live,
-            },
-        }
-    }
-
     /// Whether the key help overlay is open.
     pub fn help_visible(&self) -> bool {
         self.show_help
-    }
-
-    /// The pending delete confirmation, if any.
-    pub fn delete_confirmation(&self) -> Option<&DeleteConfirm> {
-        self.confirm_delete.as_ref()
     }
 
     /// Connection state as the header shows it.
@@ -640,41 +153,9 @@ impl App {
         &self.connection
     }
 
-    /// Subscription list state.
-    pub fn subscriptions(&self) -> &SubscriptionList {
-        &self.subs
-    }
-
-    /// Live tail state.
-    pub fn live(&self) -> &LiveState {
-        &self.live
-    }
-
-    /// The form in front, if any.
-    pub fn form(&self) -> Option<&FormState> {
-        match self.stack.last() {
-            Some(View::Form(f)) => Some(f),
-            _ => None,
-        }
-    }
-
     /// Current flash message.
     pub fn flash(&self) -> Option<&Flash> {
         self.flash.as_ref()
-    }
-
-    /// Subscriptions passing the filter, in list order.
-    pub fn visible_subscriptions(&self) -> Vec<&Subscription> {
-        self.subs
-            .items
-            .iter()
-            .filter(|s| matches_filter(s, &self.subs.filter))
-            .collect()
-    }
-
-    /// Recent attempts of a subscription, if loaded (most recent first).
-    pub fn recent_attempts(&self, id: &str) -> Option<&[Attempt]> {
-        self.recent.get(id).map(Vec::as_slice)
     }
 
     /// Apply one action; return the effects the runtime must run.
@@ -733,25 +214,19 @@ impl App {
             self.inflight.metrics = true;
             fx.push(Effect::ScrapeMetrics);
         }
-        let stale = !self.subs.loaded && self.ticks % 2 == 0;
-        let on_screen = self.subs.loaded
-            && self.screen() == Screen::Subscriptions
-            && self.ticks % LIST_EVERY_TICKS == 0;
-        if !self.subs.loading && (stale || on_screen) {
-            fx.push(self.load_subscriptions());
-        }
+        fx.extend(self.reload_list_when_due());
         fx.extend(self.poll_live());
         fx.extend(self.refresh_front(false));
         fx
     }
 
-    fn check_health(&mut self) -> Effect {
+    pub(crate) fn check_health(&mut self) -> Effect {
         self.inflight.health = true;
         Effect::CheckHealth
     }
 
     /// Record what a result says about reachability.
-    fn note<T>(&mut self, result: &Result<T, ApiError>) {
+    pub(crate) fn note<T>(&mut self, result: &Result<T, ApiError>) {
         match result {
             Err(ApiError::Unreachable(why)) => {
                 self.connection = Connection::Unreachable(why.clone());
@@ -794,327 +269,12 @@ impl App {
         Vec::new()
     }
 
-    fn set_flash(&mut self, text: impl Into<String>, is_error: bool) {
+    pub(crate) fn set_flash(&mut self, text: impl Into<String>, is_error: bool) {
         self.flash = Some(Flash {
             text: text.into(),
             is_error,
             ticks_left: FLASH_TICKS,
         });
-    }
-
-    // ----- loads -----------------------------------------------------------
-
-    fn load_subscriptions(&mut self) -> Effect {
-        self.subs.loading = true;
-        Effect::LoadSubscriptions
-    }
-
-    fn load_attempts(&mut self, id: &str) -> Option<Effect> {
-        if !self.inflight.attempts.insert(id.to_string()) {
-            return None;
-        }
-        Some(Effect::LoadSubscriptionAttempts {
-            id: id.to_string(),
-            limit: RECENT_ATTEMPTS_LIMIT,
-        })
-    }
-
-    fn load_webhook(&mut self, id: &str) -> Option<Effect> {
-        if !self.inflight.webhooks.insert(id.to_string()) {
-            return None;
-        }
-        Some(Effect::LoadWebhookStatus(id.to_string()))
-    }
-
-    fn poll_live(&mut self) -> Option<Effect> {
-        if self.inflight.live {
-            return None;
-        }
-        self.inflight.live = true;
-        Some(Effect::PollAttempts {
-            after: self.live.cursor,
-            limit: LIVE_POLL_LIMIT,
-        })
-    }
-
-    /// Refresh the screen in front. `full` also reloads the subscription
-    /// settings on the detail screen (on open, `r`, reconnect).
-    fn refresh_front(&mut self, full: bool) -> Vec<Effect> {
-        let mut fx = Vec::new();
-        match self.stack.last() {
-            Some(View::SubscriptionDetail(d)) => {
-                let id = d.id.clone();
-                if full {
-                    fx.push(Effect::LoadSubscription(id.clone()));
-                }
-                fx.extend(self.load_attempts(&id));
-            }
-            Some(View::WebhookDetail(w)) => {
-                let done = w.status.as_ref().is_some_and(WebhookStatus::is_final);
-                let id = w.id.clone();
-                if full || !done {
-                    fx.extend(self.load_webhook(&id));
-                }
-            }
-            _ => {}
-        }
-        fx
-    }
-
-    fn on_subscriptions(&mut self, result: Result<Vec<Subscription>, ApiError>) -> Vec<Effect> {
-        self.subs.loading = false;
-        self.note(&result);
-        match result {
-            Ok(items) => {
-                let selected_id = self.selected_subscription().map(|s| s.id.clone());
-                self.subs.items = items;
-                self.subs.loaded = true;
-                self.subs.error = None;
-                self.reselect(selected_id.as_deref());
-                let ids: Vec<String> = self
-                    .subs
-                    .items
-                    .iter()
-                    .take(RATE_PREFETCH_MAX)
-                    .map(|s| s.id.clone())
-                    .collect();
-                self.recent
-                    .retain(|id, _| self.subs.items.iter().any(|s| &s.id == id));
-                ids.iter().filter_map(|id| self.load_attempts(id)).collect()
-            }
-            Err(e) => {
-                if self.subs.loaded && !e.is_unreachable() {
-                    self.set_flash(format!("Refresh failed: {}", e.short()), true);
-                }
-                self.subs.error = Some(e);
-                Vec::new()
-            }
-        }
-    }
-
-    /// Put the selection back on `id` after the list changed.
-    fn reselect(&mut self, id: Option<&str>) {
-        let visible = self.visible_subscriptions();
-        let pos = id.and_then(|id| visible.iter().position(|s| s.id == id));
-        let len = visible.len();
-        self.subs.selected = pos.unwrap_or(self.subs.selected.min(len.saturating_sub(1)));
-    }
-
-    fn upsert_subscription(&mut self, sub: &Subscription) {
-        match self.subs.items.iter_mut().find(|s| s.id == sub.id) {
-            Some(existing) => *existing = sub.clone(),
-            None => self.subs.items.push(sub.clone()),
-        }
-        for view in &mut self.stack {
-            if let View::SubscriptionDetail(d) = view {
-                if d.id == sub.id {
-                    d.sub = Some(sub.clone());
-                    d.error = None;
-                }
-            }
-        }
-    }
-
-    fn on_subscription(
-        &mut self,
-        id: String,
-        result: Result<Subscription, ApiError>,
-    ) -> Vec<Effect> {
-        self.note(&result);
-        match result {
-            Ok(sub) => self.upsert_subscription(&sub),
-            Err(e) => {
-                for view in &mut self.stack {
-                    if let View::SubscriptionDetail(d) = view {
-                        if d.id == id {
-                            d.error = Some(e.clone());
-                        }
-                    }
-                }
-            }
-        }
-        Vec::new()
-    }
-
-    fn on_subscription_attempts(
-        &mut self,
-        id: String,
-        result: Result<Vec<Attempt>, ApiError>,
-    ) -> Vec<Effect> {
-        self.inflight.attempts.remove(&id);
-        self.note(&result);
-        // Keep the selection on the same attempt while new ones push in
-        // at the top.
-        let previous = self.recent.get(&id);
-        let detail = self.stack.iter_mut().rev().find_map(|v| match v {
-            View::SubscriptionDetail(d) if d.id == id => Some(d),
-            _ => None,
-        });
-        match result {
-            Ok(attempts) => {
-                if let Some(d) = detail {
-                    let selected_id = previous.and_then(|p| p.get(d.selected)).map(|a| a.id);
-                    let pos = selected_id.and_then(|sid| attempts.iter().position(|a| a.id == sid));
-                    d.selected = pos.unwrap_or(d.selected.min(attempts.len().saturating_sub(1)));
-                    if d.error.as_ref().is_some_and(|e| e.status().is_none()) {
-                        d.error = None;
-                    }
-                }
-                self.recent.insert(id, attempts);
-            }
-            Err(e) => {
-                if let Some(d) = detail {
-                    d.error = Some(e);
-                }
-            }
-        }
-        Vec::new()
-    }
-
-    fn on_webhook(&mut self, id: String, result: Result<WebhookStatus, ApiError>) -> Vec<Effect> {
-        self.inflight.webhooks.remove(&id);
-        self.note(&result);
-        for view in &mut self.stack {
-            if let View::WebhookDetail(w) = view {
-                if w.id == id {
-                    match &result {
-                        Ok(status) => {
-                            w.selected = w.selected.min(status.attempts.len().saturating_sub(1));
-                            w.status = Some(status.clone());
-                            w.error = None;
-                        }
-                        Err(e) => w.error = Some(e.clone()),
-                    }
-                }
-            }
-        }
-        Vec::new()
-    }
-
-    fn on_attempts(
-        &mut self,
-        after: Option<i64>,
-        result: Result<AttemptsPage, ApiError>,
-    ) -> Vec<Effect> {
-        self.inflight.live = false;
-        self.note(&result);
-        match result {
-            Ok(page) => {
-                self.live.error = None;
-                self.live.loaded = true;
-                let full_page = page.items.len() >= LIVE_POLL_LIMIT as usize;
-                let mut cursor = self.live.cursor;
-                for attempt in page.items {
-                    // Skip anything at or below the cursor: a stale or
-                    // overlapping page must never duplicate rows.
-                    if cursor.is_some_and(|c| attempt.id <= c) {
-                        continue;
-                    }
-                    cursor = Some(attempt.id);
-                    self.live.push(attempt);
-                }
-                if let Some(next) = page.next_cursor {
-                    cursor = Some(cursor.map_or(next, |c| c.max(next)));
-                }
-                self.live.cursor = cursor;
-                // A full page means more are waiting: catch up at once.
-                if full_page
-                    && after.is_some()
-                    && cursor != after
-                    && self.inflight.live_catchups < LIVE_CATCHUP_PER_TICK
-                {
-                    self.inflight.live_catchups += 1;
-                    return self.poll_live().into_iter().collect();
-                }
-                Vec::new()
-            }
-            Err(e) => {
-                self.live.error = Some(e);
-                Vec::new()
-            }
-        }
-    }
-
-    // ----- mutations ---------------------------------------------------------
-
-    fn on_created(&mut self, result: Result<Subscription, ApiError>) -> Vec<Effect> {
-        self.note(&result);
-        match result {
-            Ok(sub) => {
-                if matches!(self.stack.last(), Some(View::Form(f)) if f.editing.is_none()) {
-                    self.stack.pop();
-                }
-                self.upsert_subscription(&sub);
-                self.subs.filter.clear();
-                self.subs.filter_editing = false;
-                self.reselect(Some(&sub.id));
-                self.set_flash(format!("Created subscription {}", short_id(&sub.id)), false);
-            }
-            Err(e) => self.form_failed(None, e),
-        }
-        Vec::new()
-    }
-
-    fn on_updated(&mut self, id: String, result: Result<Subscription, ApiError>) -> Vec<Effect> {
-        self.note(&result);
-        match result {
-            Ok(sub) => {
-                if matches!(self.stack.last(), Some(View::Form(f))
-                    if f.editing.as_ref().is_some_and(|s| s.id == id))
-                {
-                    self.stack.pop();
-                }
-                self.upsert_subscription(&sub);
-                self.set_flash(format!("Saved subscription {}", short_id(&sub.id)), false);
-            }
-            Err(e) => self.form_failed(Some(&id), e),
-        }
-        Vec::new()
-    }
-
-    /// Show a failed submit in the form it came from (if still open).
-    fn form_failed(&mut self, editing_id: Option<&str>, e: ApiError) {
-        let Some(View::Form(form)) = self.stack.last_mut() else {
-            self.set_flash(format!("Save failed: {}", e.short()), true);
-            return;
-        };
-        if form.editing.as_ref().map(|s| s.id.as_str()) != editing_id {
-            self.set_flash(format!("Save failed: {}", e.short()), true);
-            return;
-        }
-        form.submitting = false;
-        let field = e.field().and_then(FormField::from_api);
-        let message = match &e {
-            ApiError::Http { message, .. } if field.is_some() => message.clone(),
-            other => other.short(),
-        };
-        if let Some(f) = field {
-            form.focus = f;
-        }
-        form.error = Some(FormError { field, message });
-    }
-
-    fn on_deleted(&mut self, id: String, result: Result<(), ApiError>) -> Vec<Effect> {
-        self.note(&result);
-        match result {
-            Ok(()) | Err(ApiError::Http { status: 404, .. }) => {
-                let selected_id = self.selected_subscription().map(|s| s.id.clone());
-                self.subs.items.retain(|s| s.id != id);
-                self.recent.remove(&id);
-                self.reselect(selected_id.as_deref());
-                // Views about the deleted subscription make no sense now.
-                if let Some(pos) = self.stack.iter().position(|v| match v {
-                    View::SubscriptionDetail(d) => d.id == id,
-                    View::Form(f) => f.editing.as_ref().is_some_and(|s| s.id == id),
-                    View::WebhookDetail(_) => false,
-                }) {
-                    self.stack.truncate(pos);
-                }
-                self.set_flash(format!("Deleted subscription {}", short_id(&id)), false);
-            }
-            Err(e) => self.set_flash(format!("Delete failed: {}", e.short()), true),
-        }
-        Vec::new()
     }
 
     // ----- keys --------------------------------------------------------------
@@ -1123,75 +283,77 @@ impl App {
         if key.kind == KeyEventKind::Release {
             return Vec::new();
         }
-        if is_ctrl(&key, 'c') {
+        // Ctrl-C quits from anywhere, forms and dialogs included.
+        if keymap::command(Where::Everywhere, &key) == Some(Cmd::ForceQuit) {
             self.should_quit = true;
             return Vec::new();
         }
+        for place in self.key_places() {
+            if let Some(cmd) = keymap::command(place, &key) {
+                return self.run(place, cmd, key);
+            }
+        }
+        Vec::new()
+    }
+
+    /// Where keys are looked up, first match wins: an overlay or a form
+    /// takes every key; otherwise the filter line (while it has focus),
+    /// the screen, then the keys that work everywhere. The first place is
+    /// also the one the footer describes.
+    pub fn key_places(&self) -> Vec<Where> {
         if self.show_help {
-            match key.code {
-                KeyCode::Char('q') => self.should_quit = true,
-                KeyCode::Esc | KeyCode::Char('?') | KeyCode::Char('3') | KeyCode::Enter => {
-                    self.show_help = false
+            return vec![Where::HelpOverlay];
+        }
+        if self.confirm_delete.is_some() {
+            return vec![Where::DeleteDialog];
+        }
+        let screen = self.screen();
+        if screen == Screen::Form {
+            return vec![Where::Screen(screen)];
+        }
+        let mut places = Vec::with_capacity(3);
+        if screen == Screen::Subscriptions && self.subs.filter_editing {
+            places.push(Where::FilterLine);
+        }
+        places.push(Where::Screen(screen));
+        places.push(Where::Everywhere);
+        places
+    }
+
+    /// Carry out `cmd`, which `key` means in `place`.
+    fn run(&mut self, place: Where, cmd: Cmd, key: KeyEvent) -> Vec<Effect> {
+        match place {
+            Where::Everywhere => self.global_command(cmd),
+            Where::HelpOverlay => {
+                match cmd {
+                    Cmd::Quit => self.should_quit = true,
+                    Cmd::CloseHelp => self.show_help = false,
+                    _ => {}
                 }
-                _ => {}
+                Vec::new()
             }
-            return Vec::new();
+            Where::DeleteDialog => self.confirm_command(cmd),
+            Where::FilterLine => {
+                self.filter_command(cmd, key);
+                Vec::new()
+            }
+            Where::Screen(screen) => self.screen_command(screen, cmd, key),
         }
-        if let Some(confirm) = self.confirm_delete.clone() {
-            match key.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') => {
-                    self.confirm_delete = None;
-                    self.set_flash(format!("Deleting {}…", short_id(&confirm.id)), false);
-                    return vec![Effect::DeleteSubscription(confirm.id)];
-                }
-                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => {
-                    self.confirm_delete = None;
-                }
-                _ => {}
-            }
-            return Vec::new();
-        }
-        if matches!(self.stack.last(), Some(View::Form(_))) {
-            return self.form_key(key);
-        }
-        if self.screen() == Screen::Subscriptions
-            && self.subs.filter_editing
-            && self.filter_key(key)
-        {
-            return Vec::new();
-        }
-        // Keys that work on every non-form screen.
-        match key.code {
-            KeyCode::Char('q') => {
-                self.should_quit = true;
-                return Vec::new();
-            }
-            KeyCode::Char('?') | KeyCode::Char('3') => {
-                self.show_help = true;
-                return Vec::new();
-            }
-            KeyCode::Tab | KeyCode::BackTab => {
-                let next = match self.tab {
-                    Tab::Subscriptions => Tab::Live,
-                    Tab::Live => Tab::Subscriptions,
-                };
-                return self.switch_tab(next);
-            }
-            KeyCode::Char('1') => return self.switch_tab(Tab::Subscriptions),
-            KeyCode::Char('2') => return self.switch_tab(Tab::Live),
-            KeyCode::Esc if !self.stack.is_empty() => {
+    }
+
+    fn global_command(&mut self, cmd: Cmd) -> Vec<Effect> {
+        match cmd {
+            Cmd::Quit | Cmd::ForceQuit => self.should_quit = true,
+            Cmd::Help => self.show_help = true,
+            Cmd::Show(tab) => return self.switch_tab(tab),
+            Cmd::NextTab => return self.switch_tab(self.tab.next()),
+            Cmd::PrevTab => return self.switch_tab(self.tab.prev()),
+            Cmd::Back => {
                 self.stack.pop();
-                return Vec::new();
             }
             _ => {}
         }
-        match self.screen() {
-            Screen::Subscriptions => self.list_key(key),
-            Screen::Live => self.live_key(key),
-            Screen::SubscriptionDetail => self.detail_key(key),
-            Screen::WebhookDetail => self.webhook_key(key),
-            Screen::Form => Vec::new(),
-        }
+        Vec::new()
     }
 
     fn switch_tab(&mut self, tab: Tab) -> Vec<Effect> {
@@ -1200,338 +362,15 @@ impl App {
         self.subs.filter_editing = false;
         Vec::new()
     }
-
-    /// Handle a key while the filter line has focus; false lets it through.
-    fn filter_key(&mut self, key: KeyEvent) -> bool {
-        match key.code {
-            KeyCode::Enter => self.subs.filter_editing = false,
-            KeyCode::Esc => {
-                self.subs.filter_editing = false;
-                self.subs.filter.clear();
-                self.subs.selected = 0;
-            }
-            KeyCode::Backspace => {
-                self.subs.filter.pop();
-                self.subs.selected = 0;
-            }
-            KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => {
-                self.subs.filter.push(c);
-                self.subs.selected = 0;
-            }
-            _ => return false,
-        }
-        true
-    }
-
-    /// The selected row of the subscription list.
-    pub fn selected_subscription(&self) -> Option<&Subscription> {
-        self.visible_subscriptions()
-            .get(self.subs.selected)
-            .copied()
-    }
-
-    fn list_key(&mut self, key: KeyEvent) -> Vec<Effect> {
-        let len = self.visible_subscriptions().len();
-        let sel = &mut self.subs.selected;
-        match key.code {
-            KeyCode::Up | KeyCode::Char('k') => *sel = sel.saturating_sub(1),
-            KeyCode::Down | KeyCode::Char('j') => *sel = (*sel + 1).min(len.saturating_sub(1)),
-            KeyCode::PageUp => *sel = sel.saturating_sub(10),
-            KeyCode::PageDown => *sel = (*sel + 10).min(len.saturating_sub(1)),
-            KeyCode::Home | KeyCode::Char('g') => *sel = 0,
-            KeyCode::End | KeyCode::Char('G') => *sel = len.saturating_sub(1),
-            KeyCode::Char('/') => self.subs.filter_editing = true,
-            KeyCode::Esc => {
-                self.subs.filter.clear();
-                self.subs.selected = 0;
-            }
-            KeyCode::Char('r') if !self.subs.loading => {
-                return vec![self.load_subscriptions()];
-            }
-            KeyCode::Char('n') => self.stack.push(View::Form(FormState::create())),
-            KeyCode::Char('e') => {
-                if let Some(sub) = self.selected_subscription().cloned() {
-                    self.stack.push(View::Form(FormState::edit(&sub)));
-                }
-            }
-            KeyCode::Char('d') => {
-                if let Some(sub) = self.selected_subscription() {
-                    self.confirm_delete = Some(DeleteConfirm {
-                        id: sub.id.clone(),
-                        target_url: sub.target_url.clone(),
-                    });
-                }
-            }
-            KeyCode::Enter => {
-                if let Some(sub) = self.selected_subscription().cloned() {
-                    return self.open_detail(sub.id.clone(), Some(sub));
-                }
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
-
-    fn open_detail(&mut self, id: String, sub: Option<Subscription>) -> Vec<Effect> {
-        self.stack.push(View::SubscriptionDetail(DetailState {
-            id,
-            sub,
-            selected: 0,
-            error: None,
-        }));
-        self.refresh_front(true)
-    }
-
-    fn open_webhook(&mut self, id: String) -> Vec<Effect> {
-        self.stack.push(View::WebhookDetail(WebhookView {
-            id,
-            status: None,
-            selected: 0,
-            error: None,
-        }));
-        self.refresh_front(true)
-    }
-
-    fn detail_key(&mut self, key: KeyEvent) -> Vec<Effect> {
-        let Some(View::SubscriptionDetail(d)) = self.stack.last_mut() else {
-            return Vec::new();
-        };
-        let len = self.recent.get(&d.id).map_or(0, Vec::len);
-        match key.code {
-            KeyCode::Up | KeyCode::Char('k') => d.selected = d.selected.saturating_sub(1),
-            KeyCode::Down | KeyCode::Char('j') => {
-                d.selected = (d.selected + 1).min(len.saturating_sub(1))
-            }
-            KeyCode::Home | KeyCode::Char('g') => d.selected = 0,
-            KeyCode::End | KeyCode::Char('G') => d.selected = len.saturating_sub(1),
-            KeyCode::Enter => {
-                let webhook = self
-                    .recent
-                    .get(&d.id)
-                    .and_then(|a| a.get(d.selected))
-                    .map(|a| a.webhook_id.clone());
-                if let Some(w) = webhook {
-                    return self.open_webhook(w);
-                }
-            }
-            KeyCode::Char('r') => return self.refresh_front(true),
-            KeyCode::Char('e') => {
-                if let Some(sub) = d.sub.clone() {
-                    self.stack.push(View::Form(FormState::edit(&sub)));
-                }
-            }
-            KeyCode::Char('d') => {
-                if let Some(sub) = &d.sub {
-                    self.confirm_delete = Some(DeleteConfirm {
-                        id: sub.id.clone(),
-                        target_url: sub.target_url.clone(),
-                    });
-                }
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
-
-    fn webhook_key(&mut self, key: KeyEvent) -> Vec<Effect> {
-        let Some(View::WebhookDetail(w)) = self.stack.last_mut() else {
-            return Vec::new();
-        };
-        let len = w.status.as_ref().map_or(0, |s| s.attempts.len());
-        match key.code {
-            KeyCode::Up | KeyCode::Char('k') => w.selected = w.selected.saturating_sub(1),
-            KeyCode::Down | KeyCode::Char('j') => {
-                w.selected = (w.selected + 1).min(len.saturating_sub(1))
-            }
-            KeyCode::Home | KeyCode::Char('g') => w.selected = 0,
-            KeyCode::End | KeyCode::Char('G') => w.selected = len.saturating_sub(1),
-            KeyCode::Char('r') => return self.refresh_front(true),
-            KeyCode::Char('s') => {
-                if let Some(status) = &w.status {
-                    let id = status.subscription_id.clone();
-                    let sub = self.subs.items.iter().find(|s| s.id == id).cloned();
-                    return self.open_detail(id, sub);
-                }
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
-
-    fn live_key(&mut self, key: KeyEvent) -> Vec<Effect> {
-        match key.code {
-            KeyCode::Char(' ') => {
-                if self.live.paused {
-                    self.live.resume();
-                } else {
-                    self.live.paused = true;
-                }
-            }
-            KeyCode::Char('f') => {
-                self.live.filter = self.live.filter.next();
-                self.live.selected = None;
-            }
-            KeyCode::Char('c') => {
-                self.live.ring.clear();
-                self.live.buffered.clear();
-                self.live.selected = None;
-            }
-            KeyCode::Up | KeyCode::Char('k') => self.live.move_selection(true),
-            KeyCode::Down | KeyCode::Char('j') => self.live.move_selection(false),
-            KeyCode::End | KeyCode::Char('G') | KeyCode::Esc => self.live.selected = None,
-            KeyCode::Enter => {
-                let webhook = self.live.selected.and_then(|id| {
-                    self.live
-                        .ring
-                        .iter()
-                        .find(|a| a.id == id)
-                        .map(|a| a.webhook_id.clone())
-                });
-                if let Some(w) = webhook {
-                    return self.open_webhook(w);
-                }
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
-
-    fn form_key(&mut self, key: KeyEvent) -> Vec<Effect> {
-        let Some(View::Form(form)) = self.stack.last_mut() else {
-            return Vec::new();
-        };
-        match key.code {
-            KeyCode::Esc => {
-                self.stack.pop();
-            }
-            KeyCode::Tab | KeyCode::Down => form.move_focus(true),
-            KeyCode::BackTab | KeyCode::Up => form.move_focus(false),
-            KeyCode::Enter => return self.submit_form(),
-            KeyCode::Backspace => {
-                form.value_mut().pop();
-            }
-            KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => {
-                form.value_mut().clear();
-            }
-            KeyCode::Char(c)
-                if !key
-                    .modifiers
-                    .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) =>
-            {
-                form.value_mut().push(c);
-            }
-            _ => {}
-        }
-        Vec::new()
-    }
-
-    fn submit_form(&mut self) -> Vec<Effect> {
-        let Some(View::Form(form)) = self.stack.last_mut() else {
-            return Vec::new();
-        };
-        if form.submitting {
-            return Vec::new();
-        }
-        let url = form.value(FormField::TargetUrl).trim().to_string();
-        let secret = form.value(FormField::Secret).to_string();
-        let events = parse_events(form.value(FormField::Events));
-        if url.is_empty() {
-            form.focus = FormField::TargetUrl;
-            form.error = Some(FormError {
-                field: Some(FormField::TargetUrl),
-                message: "required".into(),
-            });
-            return Vec::new();
-        }
-        let effect = match &form.editing {
-            None => Effect::CreateSubscription(NewSubscription {
-                target_url: url,
-                secret: (!secret.is_empty()).then_some(secret),
-                events,
-            }),
-            Some(original) => {
-                let patch = SubscriptionPatch {
-                    target_url: (url != original.target_url).then_some(url),
-                    // Empty means "leave unchanged".
-                    secret: (!secret.is_empty()).then_some(Some(secret)),
-                    events: (events != original.events).then_some(events),
-                };
-                if patch.is_empty() {
-                    self.stack.pop();
-                    self.set_flash("No changes", false);
-                    return Vec::new();
-                }
-                Effect::UpdateSubscription {
-                    id: original.id.clone(),
-                    patch,
-                }
-            }
-        };
-        form.submitting = true;
-        form.error = None;
-        vec![effect]
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    fn key(code: KeyCode) -> Action {
-        Action::Key(KeyEvent::new(code, KeyModifiers::NONE))
-    }
-
-    fn ch(c: char) -> Action {
-        key(KeyCode::Char(c))
-    }
-
-    fn typed(app: &mut App, text: &str) {
-        for c in text.chars() {
-            app.update(ch(c));
-        }
-    }
-
-    fn t0() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 29, 9, 41, 3).unwrap()
-    }
-
-    fn sub(n: u8, url: &str, events: Option<&[&str]>) -> Subscription {
-        Subscription {
-            id: format!("0193a4c{n}-0000-7000-8000-00000000000{n}"),
-            target_url: url.into(),
-            events: events.map(|e| e.iter().map(|s| s.to_string()).collect()),
-            secret: Some("****wxyz".into()),
-            created_at: t0(),
-            updated_at: t0(),
-        }
-    }
-
-    fn attempt(id: i64, sub_id: &str, outcome: Outcome) -> Attempt {
-        Attempt {
-            id,
-            webhook_id: format!("wh{id:06}-0000-0000-0000-000000000000"),
-            subscription_id: sub_id.into(),
-            target_url: "https://a.example/hook".into(),
-            timestamp: t0(),
-            attempt_number: 1,
-            outcome,
-            status_code: Some(200),
-            error: None,
-            duration_ms: 12,
-            response_body: None,
-        }
-    }
-
-    fn loaded_app() -> App {
-        let mut app = App::new("http://127.0.0.1:8000");
-        app.update(Action::Init);
-        app.update(Action::SubscriptionsLoaded(Ok(vec![
-            sub(1, "https://a.example/hook", Some(&["order.created"])),
-            sub(2, "https://b.example/hook", None),
-        ])));
-        app
-    }
+    use crate::screens::form::parse_events;
+    use crate::screens::live::LIVE_POLL_LIMIT;
+    use crate::testkit::*;
+    use ratatui::crossterm::event::KeyCode;
 
     #[test]
     fn init_requests_everything_once() {
@@ -1552,52 +391,6 @@ mod tests {
         // Nothing answered yet: a tick must not pile up the same requests.
         let fx = app.update(Action::Tick { now: t0() });
         assert!(fx.is_empty(), "{fx:?}");
-    }
-
-    #[test]
-    fn the_list_on_screen_reloads_itself() {
-        let mut app = App::new("http://x");
-        app.update(Action::Init);
-        let s = sub(1, "https://a.example/hook", None);
-        app.update(Action::SubscriptionsLoaded(Ok(vec![s])));
-        let reloads = (0..LIST_EVERY_TICKS)
-            .flat_map(|_| app.update(Action::Tick { now: t0() }))
-            .filter(|e| *e == Effect::LoadSubscriptions)
-            .count();
-        assert_eq!(reloads, 1, "one reload per {LIST_EVERY_TICKS} ticks");
-        // Not while the live tail is on screen.
-        app.update(Action::SubscriptionsLoaded(Ok(vec![])));
-        app.update(key(KeyCode::Char('2')));
-        let reloads = (0..LIST_EVERY_TICKS)
-            .flat_map(|_| app.update(Action::Tick { now: t0() }))
-            .filter(|e| *e == Effect::LoadSubscriptions)
-            .count();
-        assert_eq!(reloads, 0);
-    }
-
-    #[test]
-    fn list_load_prefetches_success_rates() {
-        let mut app = App::new("http://x");
-        app.update(Action::Init);
-        let s = sub(1, "https://a.example/hook", None);
-        let fx = app.update(Action::SubscriptionsLoaded(Ok(vec![s.clone()])));
-        assert_eq!(
-            fx,
-            vec![Effect::LoadSubscriptionAttempts {
-                id: s.id.clone(),
-                limit: RECENT_ATTEMPTS_LIMIT
-            }]
-        );
-        app.update(Action::SubscriptionAttemptsLoaded {
-            id: s.id.clone(),
-            result: Ok(vec![
-                attempt(2, &s.id, Outcome::Success),
-                attempt(1, &s.id, Outcome::FailedAttempt),
-            ]),
-        });
-        let rate = success_rate(app.recent_attempts(&s.id).unwrap());
-        assert_eq!(rate, Some((50.0, 2)));
-        assert_eq!(app.connection(), &Connection::Reachable);
     }
 
     #[test]
@@ -1648,403 +441,6 @@ mod tests {
     }
 
     #[test]
-    fn ctrl_c_quits_even_in_a_form() {
-        let mut app = loaded_app();
-        app.update(ch('n'));
-        assert_eq!(app.screen(), Screen::Form);
-        app.update(ch('q'));
-        assert!(!app.should_quit(), "q is text in a form");
-        app.update(Action::Key(KeyEvent::new(
-            KeyCode::Char('c'),
-            KeyModifiers::CONTROL,
-        )));
-        assert!(app.should_quit());
-    }
-
-    #[test]
-    fn enter_opens_detail_and_esc_goes_back() {
-        let mut app = loaded_app();
-        app.update(key(KeyCode::Down));
-        let fx = app.update(key(KeyCode::Enter));
-        let id = sub(2, "", None).id;
-        assert_eq!(app.screen(), Screen::SubscriptionDetail);
-        assert!(fx.contains(&Effect::LoadSubscription(id.clone())));
-        // The list load already prefetched attempts for this one, still in flight.
-        app.update(Action::SubscriptionAttemptsLoaded {
-            id: id.clone(),
-            result: Ok(vec![attempt(9, &id, Outcome::Failure)]),
-        });
-        // Each tick refreshes the attempts.
-        let fx = app.update(Action::Tick { now: t0() });
-        assert!(fx.contains(&Effect::LoadSubscriptionAttempts {
-            id: id.clone(),
-            limit: RECENT_ATTEMPTS_LIMIT
-        }));
-        let fx = app.update(key(KeyCode::Enter));
-        assert_eq!(app.screen(), Screen::WebhookDetail);
-        assert_eq!(
-            fx,
-            vec![Effect::LoadWebhookStatus(
-                attempt(9, "", Outcome::Failure).webhook_id
-            )]
-        );
-        app.update(key(KeyCode::Esc));
-        assert_eq!(app.screen(), Screen::SubscriptionDetail);
-        app.update(key(KeyCode::Esc));
-        assert_eq!(app.screen(), Screen::Subscriptions);
-    }
-
-    #[test]
-    fn detail_selection_follows_the_attempt() {
-        let mut app = loaded_app();
-        let id = sub(1, "", None).id;
-        app.update(key(KeyCode::Enter));
-        app.update(Action::SubscriptionAttemptsLoaded {
-            id: id.clone(),
-            result: Ok(vec![
-                attempt(2, &id, Outcome::Success),
-                attempt(1, &id, Outcome::Success),
-            ]),
-        });
-        app.update(key(KeyCode::Down));
-        // A new attempt arrives on top; the selection stays on attempt 1.
-        app.update(Action::SubscriptionAttemptsLoaded {
-            id: id.clone(),
-            result: Ok(vec![
-                attempt(3, &id, Outcome::Success),
-                attempt(2, &id, Outcome::Success),
-                attempt(1, &id, Outcome::Success),
-            ]),
-        });
-        let Some(View::SubscriptionDetail(d)) = app.stack.last() else {
-            panic!("not on detail");
-        };
-        assert_eq!(d.selected, 2);
-    }
-
-    #[test]
-    fn filter_narrows_the_list() {
-        let mut app = loaded_app();
-        app.update(ch('/'));
-        typed(&mut app, "order");
-        assert_eq!(app.visible_subscriptions().len(), 1);
-        app.update(key(KeyCode::Enter));
-        assert!(!app.subscriptions().filter_editing);
-        // Null events match "all".
-        app.update(ch('/'));
-        for _ in 0..5 {
-            app.update(key(KeyCode::Backspace));
-        }
-        typed(&mut app, "ALL");
-        assert_eq!(app.visible_subscriptions().len(), 1);
-        assert_eq!(
-            app.selected_subscription().map(|s| s.target_url.as_str()),
-            Some("https://b.example/hook")
-        );
-        app.update(key(KeyCode::Esc));
-        assert_eq!(app.visible_subscriptions().len(), 2);
-    }
-
-    #[test]
-    fn create_form_submits_and_shows_field_error() {
-        let mut app = loaded_app();
-        app.update(ch('n'));
-        typed(&mut app, "ftp://nope");
-        app.update(key(KeyCode::Tab));
-        app.update(key(KeyCode::Tab));
-        typed(&mut app, "a, b ,");
-        let fx = app.update(key(KeyCode::Enter));
-        assert_eq!(
-            fx,
-            vec![Effect::CreateSubscription(NewSubscription {
-                target_url: "ftp://nope".into(),
-                secret: None,
-                events: Some(vec!["a".into(), "b".into()]),
-            })]
-        );
-        // Enter again while submitting does nothing.
-        assert!(app.update(key(KeyCode::Enter)).is_empty());
-        app.update(Action::SubscriptionCreated(Err(ApiError::Http {
-            status: 422,
-            code: "validation_failed".into(),
-            message: "target_url must be http or https".into(),
-            field: Some("target_url".into()),
-        })));
-        let form = app.form().unwrap();
-        assert_eq!(
-            form.error,
-            Some(FormError {
-                field: Some(FormField::TargetUrl),
-                message: "target_url must be http or https".into()
-            })
-        );
-        assert_eq!(form.focus, FormField::TargetUrl);
-        assert!(!form.submitting);
-        let created = sub(3, "https://c.example/hook", None);
-        app.update(Action::SubscriptionCreated(Ok(created.clone())));
-        assert_eq!(app.screen(), Screen::Subscriptions);
-        assert_eq!(app.subscriptions().items.len(), 3);
-        assert_eq!(
-            app.selected_subscription().map(|s| &s.id),
-            Some(&created.id)
-        );
-    }
-
-    #[test]
-    fn empty_url_is_caught_locally() {
-        let mut app = loaded_app();
-        app.update(ch('n'));
-        assert!(app.update(key(KeyCode::Enter)).is_empty());
-        assert_eq!(
-            app.form().unwrap().error.as_ref().unwrap().field,
-            Some(FormField::TargetUrl)
-        );
-    }
-
-    #[test]
-    fn esc_cancels_form() {
-        let mut app = loaded_app();
-        app.update(ch('n'));
-        typed(&mut app, "abc");
-        app.update(key(KeyCode::Esc));
-        assert_eq!(app.screen(), Screen::Subscriptions);
-    }
-
-    #[test]
-    fn edit_sends_only_changed_fields() {
-        let mut app = loaded_app();
-        let original = sub(1, "https://a.example/hook", Some(&["order.created"]));
-        app.update(ch('e'));
-        let form = app.form().unwrap();
-        assert_eq!(form.value(FormField::TargetUrl), "https://a.example/hook");
-        assert_eq!(form.value(FormField::Secret), "");
-        assert_eq!(form.value(FormField::Events), "order.created");
-        // Unchanged: nothing sent, form closed.
-        assert!(app.update(key(KeyCode::Enter)).is_empty());
-        assert_eq!(app.screen(), Screen::Subscriptions);
-
-        // Clear events (→ null) and leave URL and secret alone.
-        app.update(ch('e'));
-        app.update(key(KeyCode::BackTab));
-        assert_eq!(app.form().unwrap().focus, FormField::Events);
-        app.update(Action::Key(KeyEvent::new(
-            KeyCode::Char('u'),
-            KeyModifiers::CONTROL,
-        )));
-        let fx = app.update(key(KeyCode::Enter));
-        assert_eq!(
-            fx,
-            vec![Effect::UpdateSubscription {
-                id: original.id.clone(),
-                patch: SubscriptionPatch {
-                    target_url: None,
-                    secret: None,
-                    events: Some(None),
-                },
-            }]
-        );
-        let mut updated = original.clone();
-        updated.events = None;
-        app.update(Action::SubscriptionUpdated {
-            id: original.id.clone(),
-            result: Ok(updated),
-        });
-        assert_eq!(app.screen(), Screen::Subscriptions);
-        assert_eq!(app.subscriptions().items[0].events, None);
-
-        // New secret only.
-        app.update(ch('e'));
-        app.update(key(KeyCode::Down));
-        typed(&mut app, "0123456789abcdefXYZ");
-        let fx = app.update(key(KeyCode::Enter));
-        assert_eq!(
-            fx,
-            vec![Effect::UpdateSubscription {
-                id: original.id.clone(),
-                patch: SubscriptionPatch {
-                    target_url: None,
-                    secret: Some(Some("0123456789abcdefXYZ".into())),
-                    events: None,
-                },
-            }]
-        );
-        app.update(Action::SubscriptionUpdated {
-            id: original.id.clone(),
-            result: Err(ApiError::Http {
-                status: 422,
-                code: "validation_failed".into(),
-                message: "secret too short".into(),
-                field: Some("secret".into()),
-            }),
-        });
-        let err = app.form().unwrap().error.clone().unwrap();
-        assert_eq!(err.field, Some(FormField::Secret));
-    }
-
-    #[test]
-    fn delete_asks_first() {
-        let mut app = loaded_app();
-        let id = sub(1, "", None).id;
-        app.update(ch('d'));
-        assert_eq!(app.delete_confirmation().map(|c| &c.id), Some(&id));
-        assert!(app.update(ch('n')).is_empty());
-        assert!(app.delete_confirmation().is_none());
-        app.update(ch('d'));
-        // Other keys are swallowed while asking.
-        assert!(app.update(ch('q')).is_empty());
-        assert!(!app.should_quit());
-        let fx = app.update(ch('y'));
-        assert_eq!(fx, vec![Effect::DeleteSubscription(id.clone())]);
-        app.update(Action::SubscriptionDeleted {
-            id: id.clone(),
-            result: Ok(()),
-        });
-        assert_eq!(app.subscriptions().items.len(), 1);
-        assert!(app.flash().unwrap().text.contains("Deleted"));
-    }
-
-    #[test]
-    fn delete_from_detail_returns_to_list() {
-        let mut app = loaded_app();
-        app.update(key(KeyCode::Enter));
-        assert_eq!(app.screen(), Screen::SubscriptionDetail);
-        app.update(ch('d'));
-        let fx = app.update(ch('y'));
-        let id = sub(1, "", None).id;
-        assert_eq!(fx, vec![Effect::DeleteSubscription(id.clone())]);
-        app.update(Action::SubscriptionDeleted { id, result: Ok(()) });
-        assert_eq!(app.screen(), Screen::Subscriptions);
-    }
-
-    #[test]
-    fn failed_delete_is_flashed() {
-        let mut app = loaded_app();
-        app.update(ch('d'));
-        app.update(ch('y'));
-        app.update(Action::SubscriptionDeleted {
-            id: sub(1, "", None).id,
-            result: Err(ApiError::Http {
-                status: 500,
-                code: "internal".into(),
-                message: "boom".into(),
-                field: None,
-            }),
-        });
-        assert_eq!(app.subscriptions().items.len(), 2);
-        assert!(app.flash().unwrap().is_error);
-    }
-
-    fn page(ids: std::ops::RangeInclusive<i64>) -> AttemptsPage {
-        let items: Vec<Attempt> = ids
-            .map(|i| {
-                let outcome = match i % 3 {
-                    0 => Outcome::Success,
-                    1 => Outcome::FailedAttempt,
-                    _ => Outcome::Failure,
-                };
-                attempt(i, "s", outcome)
-            })
-            .collect();
-        let next_cursor = items.last().map(|a| a.id);
-        AttemptsPage { items, next_cursor }
-    }
-
-    #[test]
-    fn live_tail_appends_dedups_and_caps() {
-        let mut app = loaded_app();
-        app.update(Action::AttemptsPolled {
-            after: None,
-            result: Ok(page(1..=3)),
-        });
-        assert_eq!(app.live().cursor, Some(3));
-        let fx = app.update(Action::Tick { now: t0() });
-        assert!(fx.contains(&Effect::PollAttempts {
-            after: Some(3),
-            limit: LIVE_POLL_LIMIT
-        }));
-        // Overlapping page: 2 and 3 are not added twice.
-        app.update(Action::AttemptsPolled {
-            after: Some(3),
-            result: Ok(page(2..=5)),
-        });
-        let ids: Vec<i64> = app.live().ring.iter().map(|a| a.id).collect();
-        assert_eq!(ids, vec![1, 2, 3, 4, 5]);
-        // A full page triggers an immediate catch-up poll.
-        app.update(Action::Tick { now: t0() });
-        let fx = app.update(Action::AttemptsPolled {
-            after: Some(5),
-            result: Ok(page(6..=205)),
-        });
-        assert_eq!(
-            fx,
-            vec![Effect::PollAttempts {
-                after: Some(205),
-                limit: LIVE_POLL_LIMIT
-            }]
-        );
-        for start in (206..=806).step_by(200) {
-            app.update(Action::AttemptsPolled {
-                after: Some(start - 1),
-                result: Ok(page(start..=start + 199)),
-            });
-        }
-        assert_eq!(app.live().ring.len(), LIVE_CAPACITY);
-        assert_eq!(app.live().ring.back().map(|a| a.id), Some(1005));
-    }
-
-    #[test]
-    fn live_pause_buffers_and_filter_cycles() {
-        let mut app = loaded_app();
-        app.update(ch('2'));
-        app.update(Action::AttemptsPolled {
-            after: None,
-            result: Ok(page(1..=3)),
-        });
-        app.update(ch(' '));
-        assert!(app.live().paused);
-        app.update(Action::AttemptsPolled {
-            after: Some(3),
-            result: Ok(page(4..=6)),
-        });
-        assert_eq!(app.live().ring.len(), 3);
-        assert_eq!(app.live().buffered.len(), 3);
-        app.update(ch(' '));
-        assert_eq!(app.live().ring.len(), 6);
-        assert!(app.live().buffered.is_empty());
-
-        app.update(ch('f'));
-        assert_eq!(app.live().filter, OutcomeFilter::Only(Outcome::Success));
-        assert!(app
-            .live()
-            .visible()
-            .iter()
-            .all(|a| a.outcome == Outcome::Success));
-        app.update(ch('f'));
-        assert_eq!(
-            app.live().filter,
-            OutcomeFilter::Only(Outcome::FailedAttempt)
-        );
-        app.update(ch('f'));
-        assert_eq!(app.live().filter, OutcomeFilter::Only(Outcome::Failure));
-        app.update(ch('f'));
-        assert_eq!(app.live().filter, OutcomeFilter::All);
-
-        // Select the newest, move up, open its webhook.
-        app.update(key(KeyCode::Up));
-        assert_eq!(app.live().selected, Some(6));
-        app.update(key(KeyCode::Up));
-        assert_eq!(app.live().selected, Some(5));
-        let fx = app.update(key(KeyCode::Enter));
-        assert_eq!(
-            fx,
-            vec![Effect::LoadWebhookStatus(
-                attempt(5, "", Outcome::Success).webhook_id
-            )]
-        );
-        assert_eq!(app.screen(), Screen::WebhookDetail);
-    }
-
-    #[test]
     fn metrics_rates_and_absence() {
         let mut app = loaded_app();
         let text = |a: u32, d: u32| {
@@ -2071,44 +467,6 @@ mod tests {
             }),
         });
         assert_eq!(app.rates.label(), "rates n/a");
-    }
-
-    #[test]
-    fn webhook_polling_stops_when_final() {
-        let mut app = loaded_app();
-        app.update(ch('2'));
-        app.update(Action::AttemptsPolled {
-            after: None,
-            result: Ok(page(1..=1)),
-        });
-        app.update(key(KeyCode::Up));
-        app.update(key(KeyCode::Enter));
-        let wid = attempt(1, "", Outcome::Success).webhook_id;
-        let status = WebhookStatus {
-            webhook_id: wid.clone(),
-            subscription_id: "s".into(),
-            event_type: None,
-            received_at: t0(),
-            status: "retrying".into(),
-            attempt_count: 1,
-            next_retry_at: Some(t0()),
-            last_error: None,
-            attempts: vec![],
-        };
-        app.update(Action::WebhookStatusLoaded {
-            id: wid.clone(),
-            result: Ok(status.clone()),
-        });
-        let fx = app.update(Action::Tick { now: t0() });
-        assert!(fx.contains(&Effect::LoadWebhookStatus(wid.clone())));
-        let mut done = status;
-        done.status = "succeeded".into();
-        app.update(Action::WebhookStatusLoaded {
-            id: wid.clone(),
-            result: Ok(done),
-        });
-        let fx = app.update(Action::Tick { now: t0() });
-        assert!(!fx.contains(&Effect::LoadWebhookStatus(wid)));
     }
 
     #[test]

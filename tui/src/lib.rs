@@ -6,14 +6,23 @@
 //!
 //! - [`api`]: reqwest client and serde types of the HTTP API;
 //! - [`app`]: all UI state, changed only by `App::update(Action)`, no I/O;
-//! - [`ui`]: rendering as a pure function of the state;
+//! - [`screens`]: one module per screen: its state, commands and drawing;
+//! - [`ui`]: rendering as a pure function of the state (the shared chrome);
+//! - [`keymap`]: the key table behind key handling, footer, help and README;
 //! - [`event`]: the one channel of ticks, terminal input and API results;
 //! - [`runtime`]: the loop gluing them together and running effects;
 //! - [`metrics`]: Prometheus counter parsing for the header rates.
 
+mod action;
 pub mod api;
 pub mod app;
 pub mod event;
+pub mod keymap;
 pub mod metrics;
 pub mod runtime;
+pub mod screens;
 pub mod ui;
+mod widgets;
+
+#[cfg(test)]
+mod testkit;

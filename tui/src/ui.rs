@@ -3,23 +3,16 @@
 //! Nothing here changes state or does I/O, so the same state always draws
 //! the same screen; the snapshot tests rely on that.
 
-use chrono::{DateTime, Utc};
-use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
-use ratatui::widgets::{
-    Block, BorderType, Cell, Clear, HighlightSpacing, Paragraph, Row, Table, TableState, Wrap,
-};
+use ratatui::widgets::{Block, BorderType, Clear, Paragraph};
 use ratatui::Frame;
 
-use crate::api::{Attempt, Outcome, Subscription};
-use crate::app::{
-    short_id, success_rate, App, Connection, DetailState, FormField, FormState, Screen, Tab, View,
-    WebhookView,
-};
-
-/// Accent colour for keys, titles and focus.
-const ACCENT: Color = Color::Cyan;
+use crate::app::{App, Connection};
+use crate::keymap::{self, Cmd, Where};
+use crate::screens::{self, confirm, list, Tab};
+use crate::widgets::{popup_area, ACCENT};
 
 /// Draw the whole UI for `app` into `frame`.
 pub fn render(app: &App, frame: &mut Frame) {
@@ -34,123 +27,13 @@ pub fn render(app: &App, frame: &mut Frame) {
 
     render_header(app, frame, header);
     render_tabs(app, frame, tabs);
-    match app.stack.last() {
-        Some(View::Form(form)) => render_form(form, frame, body),
-        Some(View::SubscriptionDetail(d)) => render_detail(app, d, frame, body),
-        Some(View::WebhookDetail(w)) => render_webhook(app, w, frame, body),
-        None => match app.tab {
-            Tab::Subscriptions => render_list(app, frame, body),
-            Tab::Live => render_live(app, frame, body),
-        },
-    }
+    screens::draw(app, frame, body);
     render_status(app, frame, status);
     render_keys(app, frame, keys);
-    if let Some(confirm) = &app.confirm_delete {
-        render_confirm(&confirm.id, &confirm.target_url, frame, body);
-    }
+    confirm::draw(app, frame, body);
     if app.show_help {
         render_help(frame, body);
     }
-}
-
-/// `2026-11-29 09:41:03`, always UTC so every operator sees the same times.
-pub fn fmt_time(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
-/// `in 12s` / `3m ago`, relative to `now`.
-pub fn fmt_relative(now: &DateTime<Utc>, t: &DateTime<Utc>) -> String {
-    let secs = (*t - *now).num_seconds();
-    let abs = secs.unsigned_abs();
-    let amount = if abs < 60 {
-        format!("{abs}s")
-    } else if abs < 3600 {
-        format!("{}m{}s", abs / 60, abs % 60)
-    } else if abs < 86_400 {
-        format!("{}h{}m", abs / 3600, (abs % 3600) / 60)
-    } else {
-        format!("{}d", abs / 86_400)
-    };
-    if secs >= 0 {
-        format!("in {amount}")
-    } else {
-        format!("{amount} ago")
-    }
-}
-
-/// Colour for an attempt outcome: green, yellow, red.
-pub fn outcome_style(outcome: Outcome) -> Style {
-    match outcome {
-        Outcome::Success => Style::new().fg(Color::Green),
-        Outcome::FailedAttempt => Style::new().fg(Color::Yellow),
-        Outcome::Failure => Style::new().fg(Color::Red),
-        Outcome::Unknown => Style::new().fg(Color::Gray),
-    }
-}
-
-fn status_style(status: &str) -> Style {
-    match status {
-        "succeeded" => Style::new().fg(Color::Green).bold(),
-        "failed" => Style::new().fg(Color::Red).bold(),
-        "retrying" => Style::new().fg(Color::Yellow).bold(),
-        _ => Style::new().bold(),
-    }
-}
-
-/// Cut `text` to `width` columns, marking the cut with `…`, so truncated
-/// values are recognisable as such.
-pub fn fit(text: &str, width: u16) -> String {
-    let width = usize::from(width);
-    if text.chars().count() <= width {
-        return text.to_string();
-    }
-    if width == 0 {
-        return String::new();
-    }
-    let mut out: String = text.chars().take(width - 1).collect();
-    out.push('…');
-    out
-}
-
-/// Width left for the one `Fill` column of a bordered table with a
-/// highlight symbol, given the fixed column widths (column spacing 1).
-fn fill_width(area: Rect, fixed: &[u16]) -> u16 {
-    let used: u16 = fixed.iter().sum::<u16>() + fixed.len() as u16;
-    area.width.saturating_sub(2 + 2 + used)
-}
-
-fn events_text(sub: &Subscription) -> String {
-    match &sub.events {
-        Some(e) => e.join(", "),
-        None => "all".to_string(),
-    }
-}
-
-fn rate_text(attempts: Option<&[Attempt]>) -> String {
-    match attempts.and_then(success_rate) {
-        Some((pct, n)) => format!("{pct:.0}% of {n}"),
-        None => "-".to_string(),
-    }
-}
-
-fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "-".to_string(), T::to_string)
-}
-
-fn panel(title: impl Into<Line<'static>>) -> Block<'static> {
-    Block::bordered()
-        .border_type(BorderType::Rounded)
-        .border_style(Style::new().fg(Color::DarkGray))
-        .title(title.into().style(Style::new().fg(ACCENT).bold()))
-}
-
-fn message(frame: &mut Frame, area: Rect, block: Block<'_>, lines: Vec<Line<'_>>) {
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(block)
-            .wrap(Wrap { trim: false }),
-        area,
-    );
 }
 
 fn render_header(app: &App, frame: &mut Frame, area: Rect) {
@@ -177,684 +60,62 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(Paragraph::new(line), area);
 }
 
-fn breadcrumb(app: &App) -> String {
-    let mut parts = vec![match app.tab {
-        Tab::Subscriptions => "Subscriptions".to_string(),
-        Tab::Live => "Live deliveries".to_string(),
-    }];
-    for view in &app.stack {
-        parts.push(match view {
-            View::Form(f) => match &f.editing {
-                Some(s) => format!("edit {}", short_id(&s.id)),
-                None => "new subscription".to_string(),
-            },
-            View::SubscriptionDetail(d) => format!("subscription {}", short_id(&d.id)),
-            View::WebhookDetail(w) => format!("webhook {}", short_id(&w.id)),
-        });
-    }
-    if app.show_help {
-        parts.push("help".to_string());
-    }
-    parts.join(" › ")
-}
-
 fn render_tabs(app: &App, frame: &mut Frame, area: Rect) {
-    let tab = |n: &str, name: &str, active: bool| {
+    let tab = |cmd: Cmd, name: &str, active: bool| {
         let style = if active {
             Style::new().fg(Color::Black).bg(Color::White).bold()
         } else {
             Style::new().fg(Color::Gray)
         };
-        Span::styled(format!(" {n} {name} "), style)
+        let key = keymap::key_name(Where::Everywhere, cmd).unwrap_or_default();
+        Span::styled(format!(" {key} {name} "), style)
     };
-    let mut spans = vec![
-        Span::raw(" "),
-        tab("1", "Subscriptions", app.tab == Tab::Subscriptions),
-        Span::raw(" "),
-        tab("2", "Live", app.tab == Tab::Live),
-        Span::raw(" "),
-        tab("?", "Help", app.show_help),
-        Span::raw("   "),
-    ];
+    let mut spans = Vec::new();
+    for t in Tab::ALL {
+        spans.push(Span::raw(" "));
+        spans.push(tab(Cmd::Show(t), t.title(), app.tab == t));
+    }
+    spans.push(Span::raw(" "));
+    spans.push(tab(Cmd::Help, "Help", app.show_help));
+    spans.push(Span::raw("   "));
     spans.push(Span::styled(
-        breadcrumb(app),
+        screens::breadcrumb(app),
         Style::new().fg(ACCENT).add_modifier(Modifier::BOLD),
     ));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn unreachable_lines(app: &App) -> Option<Vec<Line<'static>>> {
-    match &app.connection {
-        Connection::Unreachable(why) => Some(vec![
-            Line::from(""),
-            Line::from(Span::styled(
-                format!("  Cannot reach {}: {why}", app.server),
-                Style::new().fg(Color::Red).bold(),
-            )),
-            Line::from(
-                "  Retrying every second. Check --url / WEBHOOKD_URL and that webhookd runs.",
-            ),
-        ]),
-        _ => None,
-    }
-}
-
-fn render_list(app: &App, frame: &mut Frame, area: Rect) {
-    let visible = app.visible_subscriptions();
-    let total = app.subs.items.len();
-    let title = if !app.subs.loaded {
-        " Subscriptions ".to_string()
-    } else if app.subs.filter.is_empty() {
-        format!(" Subscriptions ({total}) ")
-    } else {
-        format!(
-            " Subscriptions ({}/{total} matching \"{}\") ",
-            visible.len(),
-            app.subs.filter
-        )
-    };
-    let block = panel(title);
-    if !app.subs.loaded {
-        let lines = if let Some(lines) = unreachable_lines(app) {
-            lines
-        } else if let Some(err) = &app.subs.error {
-            vec![
-                Line::from(""),
-                Line::from(Span::styled(
-                    format!("  Could not load subscriptions: {}", err.short()),
-                    Style::new().fg(Color::Red),
-                )),
-                Line::from("  Retrying; press r to retry now."),
-            ]
-        } else {
-            vec![Line::from(""), Line::from("  Loading subscriptions…")]
-        };
-        message(frame, area, block, lines);
-        return;
-    }
-    if visible.is_empty() {
-        let text = if total == 0 {
-            "  No subscriptions yet. Press n to create one.".to_string()
-        } else {
-            format!(
-                "  No subscription matches \"{}\". Esc clears the filter.",
-                app.subs.filter
-            )
-        };
-        message(frame, area, block, vec![Line::from(""), Line::from(text)]);
-        return;
-    }
-    let header = Row::new(["ID", "TARGET URL", "EVENTS", "CREATED", "SUCCESS"])
-        .style(Style::new().bold().fg(Color::Gray));
-    const FIXED: [u16; 4] = [8, 22, 16, 10];
-    let url_width = fill_width(area, &FIXED);
-    let rows = visible.iter().map(|s| {
-        Row::new(vec![
-            Cell::from(short_id(&s.id).to_string()).style(Style::new().fg(ACCENT)),
-            Cell::from(fit(&s.target_url, url_width)),
-            Cell::from(fit(&events_text(s), FIXED[1])),
-            Cell::from(s.created_at.format("%Y-%m-%d %H:%M").to_string()),
-            Cell::from(rate_text(app.recent_attempts(&s.id))),
-        ])
-    });
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(FIXED[0]),
-            Constraint::Fill(1),
-            Constraint::Length(FIXED[1]),
-            Constraint::Length(FIXED[2]),
-            Constraint::Length(FIXED[3]),
-        ],
-    )
-    .header(header)
-    .block(block)
-    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-    .highlight_symbol("▶ ");
-    let mut state = TableState::default().with_selected(Some(app.subs.selected));
-    frame.render_stateful_widget(table, area, &mut state);
-}
-
-fn render_form(form: &FormState, frame: &mut Frame, area: Rect) {
-    let title = match &form.editing {
-        Some(s) => format!(" Edit subscription {} ", short_id(&s.id)),
-        None => " New subscription ".to_string(),
-    };
-    let block = panel(title);
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    let inner = inner.inner(ratatui::layout::Margin::new(1, 0));
-    let rows = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(3),
-        Constraint::Length(1),
-        Constraint::Length(3),
-        Constraint::Length(1),
-        Constraint::Length(3),
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Min(0),
-    ])
-    .split(inner);
-    for (i, field) in FormField::ALL.into_iter().enumerate() {
-        let box_area = rows[1 + i * 2];
-        let hint_area = rows[2 + i * 2];
-        let focused = form.focus == field;
-        let value = form.value(field);
-        let shown = match field {
-            FormField::Secret => "•".repeat(value.chars().count()),
-            _ => value.to_string(),
-        };
-        let field_error = form
-            .error
-            .as_ref()
-            .filter(|e| e.field == Some(field))
-            .map(|e| e.message.clone());
-        let border = if field_error.is_some() {
-            Style::new().fg(Color::Red)
-        } else if focused {
-            Style::new().fg(ACCENT)
-        } else {
-            Style::new().fg(Color::DarkGray)
-        };
-        let label = if focused {
-            format!(" ▸ {} ", field.label())
-        } else {
-            format!(" {} ", field.label())
-        };
-        let input = Block::bordered()
-            .border_type(BorderType::Rounded)
-            .border_style(border)
-            .title(label);
-        let input_inner = input.inner(box_area);
-        // Scroll long values so the end being typed stays visible.
-        let room = usize::from(input_inner.width.saturating_sub(1));
-        let len = shown.chars().count();
-        let shown: String = shown.chars().skip(len.saturating_sub(room)).collect();
-        frame.render_widget(Paragraph::new(shown.clone()).block(input), box_area);
-        if focused {
-            let width = shown.chars().count() as u16;
-            frame.set_cursor_position(Position::new(
-                (input_inner.x + width).min(input_inner.right().saturating_sub(1)),
-                input_inner.y,
-            ));
-        }
-        let hint = match field_error {
-            Some(msg) => Line::from(Span::styled(
-                format!("  ✖ {msg}"),
-                Style::new().fg(Color::Red).bold(),
-            )),
-            None => Line::from(Span::styled(
-                format!("  {}", hint_text(form, field)),
-                Style::new().fg(Color::DarkGray),
-            )),
-        };
-        frame.render_widget(Paragraph::new(hint), hint_area);
-    }
-    let status = if form.submitting {
-        Line::from(Span::styled("  Saving…", Style::new().fg(Color::Yellow)))
-    } else if let Some(err) = form.error.as_ref().filter(|e| e.field.is_none()) {
-        Line::from(Span::styled(
-            format!("  ✖ {}", err.message),
-            Style::new().fg(Color::Red).bold(),
-        ))
-    } else {
-        Line::from(Span::styled(
-            "  Enter saves, Esc cancels.",
-            Style::new().fg(Color::DarkGray),
-        ))
-    };
-    frame.render_widget(Paragraph::new(status), rows[7]);
-}
-
-fn hint_text(form: &FormState, field: FormField) -> String {
-    match (field, &form.editing) {
-        (FormField::TargetUrl, _) => "http(s) URL that receives the webhooks".to_string(),
-        (FormField::Secret, None) => {
-            "optional signing secret, at least 16 characters; empty = unsigned".to_string()
-        }
-        (FormField::Secret, Some(s)) => format!(
-            "empty = leave unchanged (current: {})",
-            s.secret.as_deref().unwrap_or("none")
-        ),
-        (FormField::Events, _) => "comma separated event types; empty = all events".to_string(),
-    }
-}
-
-fn attempts_table<'a>(
-    attempts: &'a [Attempt],
-    with_webhook: bool,
-    block: Block<'a>,
-    area: Rect,
-) -> Table<'a> {
-    let fixed: &[u16] = if with_webhook {
-        &[19, 8, 2, 14, 6, 9]
-    } else {
-        &[19, 2, 14, 6, 9]
-    };
-    let error_width = fill_width(area, fixed);
-    let mut header = vec!["TIME"];
-    if with_webhook {
-        header.push("WEBHOOK");
-    }
-    header.extend(["#", "OUTCOME", "STATUS", "DURATION", "ERROR"]);
-    let rows = attempts.iter().map(move |a| {
-        let mut cells = vec![Cell::from(fmt_time(&a.timestamp))];
-        if with_webhook {
-            cells.push(Cell::from(short_id(&a.webhook_id).to_string()));
-        }
-        cells.extend([
-            Cell::from(a.attempt_number.to_string()),
-            Cell::from(a.outcome.as_str()).style(outcome_style(a.outcome)),
-            Cell::from(opt(&a.status_code)),
-            Cell::from(format!("{} ms", a.duration_ms)),
-            Cell::from(fit(a.error.as_deref().unwrap_or_default(), error_width)),
-        ]);
-        Row::new(cells)
-    });
-    let mut widths = vec![Constraint::Length(19)];
-    if with_webhook {
-        widths.push(Constraint::Length(8));
-    }
-    widths.extend([
-        Constraint::Length(2),
-        Constraint::Length(14),
-        Constraint::Length(6),
-        Constraint::Length(9),
-        Constraint::Fill(1),
-    ]);
-    Table::new(rows, widths)
-        .header(Row::new(header).style(Style::new().bold().fg(Color::Gray)))
-        .block(block)
-        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-        .highlight_symbol("▶ ")
-}
-
-fn kv(key: &str, value: impl Into<String>) -> Line<'static> {
-    Line::from(vec![
-        Span::styled(format!("  {key:<14}"), Style::new().fg(Color::Gray)),
-        Span::raw(value.into()),
-    ])
-}
-
-fn render_detail(app: &App, d: &DetailState, frame: &mut Frame, area: Rect) {
-    let [top, bottom] = Layout::vertical([Constraint::Length(9), Constraint::Min(3)]).areas(area);
-    let attempts = app.recent_attempts(&d.id);
-    let mut lines = vec![kv("ID", d.id.clone())];
-    match &d.sub {
-        Some(s) => {
-            lines.push(kv("Target URL", s.target_url.clone()));
-            lines.push(kv("Events", events_text(s)));
-            lines.push(kv(
-                "Secret",
-                s.secret.clone().unwrap_or_else(|| "none".into()),
-            ));
-            lines.push(kv("Created", fmt_time(&s.created_at)));
-            lines.push(kv("Updated", fmt_time(&s.updated_at)));
-        }
-        None => lines.push(kv("", "loading…")),
-    }
-    lines.push(kv("Success rate", rate_text(attempts)));
-    if let Some(err) = &d.error {
-        lines.push(Line::from(Span::styled(
-            format!("  ✖ {}", err.short()),
-            Style::new().fg(Color::Red).bold(),
-        )));
-    }
-    message(
-        frame,
-        top,
-        panel(format!(" Subscription {} ", short_id(&d.id))),
-        lines,
-    );
-    let block = panel(" Recent attempts · refreshed every second ");
-    match attempts {
-        None => {
-            let text = unreachable_lines(app)
-                .unwrap_or_else(|| vec![Line::from(""), Line::from("  Loading attempts…")]);
-            message(frame, bottom, block, text);
-        }
-        Some([]) => message(
-            frame,
-            bottom,
-            block,
-            vec![Line::from(""), Line::from("  No delivery attempts yet.")],
-        ),
-        Some(list) => {
-            let mut state = TableState::default().with_selected(Some(d.selected));
-            frame.render_stateful_widget(
-                attempts_table(list, true, block, bottom),
-                bottom,
-                &mut state,
-            );
-        }
-    }
-}
-
-fn render_webhook(app: &App, w: &WebhookView, frame: &mut Frame, area: Rect) {
-    let title = format!(" Webhook {} ", short_id(&w.id));
-    let Some(status) = &w.status else {
-        let lines = match (&w.error, unreachable_lines(app)) {
-            (_, Some(lines)) => lines,
-            (Some(err), None) => vec![
-                Line::from(""),
-                Line::from(Span::styled(
-                    format!("  ✖ {}", err.short()),
-                    Style::new().fg(Color::Red).bold(),
-                )),
-            ],
-            (None, None) => vec![Line::from(""), Line::from("  Loading status…")],
-        };
-        message(frame, area, panel(title), lines);
-        return;
-    };
-    let [top, middle, bottom] = Layout::vertical([
-        Constraint::Length(10),
-        Constraint::Min(4),
-        Constraint::Length(6),
-    ])
-    .areas(area);
-
-    let sub_text = match app
-        .subs
-        .items
-        .iter()
-        .find(|s| s.id == status.subscription_id)
-    {
-        Some(s) => format!("{}  {}", short_id(&s.id), s.target_url),
-        None => status.subscription_id.clone(),
-    };
-    let next_retry = match (&status.next_retry_at, &app.now) {
-        (Some(t), Some(now)) => format!("{} ({})", fmt_time(t), fmt_relative(now, t)),
-        (Some(t), None) => fmt_time(t),
-        (None, _) => "-".to_string(),
-    };
-    let lines = vec![
-        kv("Webhook", status.webhook_id.clone()),
-        kv("Subscription", sub_text),
-        kv("Event type", opt(&status.event_type)),
-        kv("Received", fmt_time(&status.received_at)),
-        Line::from(vec![
-            Span::styled(format!("  {:<14}", "Status"), Style::new().fg(Color::Gray)),
-            Span::styled(status.status.clone(), status_style(&status.status)),
-            Span::raw(format!("  after {} attempt(s)", status.attempt_count)),
-        ]),
-        kv("Next retry", next_retry),
-        Line::from(vec![
-            Span::styled(
-                format!("  {:<14}", "Last error"),
-                Style::new().fg(Color::Gray),
-            ),
-            Span::styled(opt(&status.last_error), Style::new().fg(Color::Red)),
-        ]),
-        match &w.error {
-            Some(e) => Line::from(Span::styled(
-                format!("  ✖ refresh failed: {}", e.short()),
-                Style::new().fg(Color::Red),
-            )),
-            None => Line::from(""),
-        },
-    ];
-    message(frame, top, panel(title), lines);
-
-    let block = panel(" Timeline (oldest first) ");
-    if status.attempts.is_empty() {
-        message(frame, middle, block, vec![Line::from("  No attempts yet.")]);
-    } else {
-        let mut state = TableState::default().with_selected(Some(w.selected));
-        frame.render_stateful_widget(
-            attempts_table(&status.attempts, false, block, middle),
-            middle,
-            &mut state,
-        );
-    }
-
-    let selected = status.attempts.get(w.selected);
-    let lines = match selected {
-        None => vec![Line::from("  -")],
-        Some(a) => vec![
-            kv("Target", a.target_url.clone()),
-            kv("Error", opt(&a.error)),
-            kv(
-                "Response",
-                a.response_body
-                    .as_deref()
-                    .map_or_else(|| "-".to_string(), |b| b.replace(['\n', '\r'], " ")),
-            ),
-        ],
-    };
-    let title = match selected {
-        Some(a) => format!(" Attempt {} ", a.attempt_number),
-        None => " Attempt ".to_string(),
-    };
-    message(frame, bottom, panel(title), lines);
-}
-
-fn render_live(app: &App, frame: &mut Frame, area: Rect) {
-    let live = &app.live;
-    let visible = live.visible();
-    let mode = if live.paused {
-        format!("⏸ paused, {} buffered", live.buffered.len())
-    } else if live.selected.is_some() {
-        "scrolled (End follows)".to_string()
-    } else {
-        "● following".to_string()
-    };
-    let title = format!(
-        " Live deliveries · {} shown · filter: {} · {mode} ",
-        visible.len(),
-        live.filter.label()
-    );
-    let block = panel(title);
-    if visible.is_empty() {
-        let lines = if let Some(lines) = unreachable_lines(app) {
-            lines
-        } else if let Some(err) = &live.error {
-            vec![
-                Line::from(""),
-                Line::from(Span::styled(
-                    format!("  ✖ {}", err.short()),
-                    Style::new().fg(Color::Red),
-                )),
-            ]
-        } else if !live.loaded {
-            vec![Line::from(""), Line::from("  Loading…")]
-        } else if live.ring.is_empty() {
-            vec![
-                Line::from(""),
-                Line::from("  Waiting for delivery attempts…"),
-            ]
-        } else {
-            vec![
-                Line::from(""),
-                Line::from(format!(
-                    "  No {} attempts among the last {}. Press f to change the filter.",
-                    live.filter.label(),
-                    live.ring.len()
-                )),
-            ]
-        };
-        message(frame, area, block, lines);
-        return;
-    }
-    let header = Row::new([
-        "TIME",
-        "SUB",
-        "WEBHOOK",
-        "#",
-        "OUTCOME",
-        "STATUS",
-        "DURATION",
-        "TARGET / ERROR",
-    ])
-    .style(Style::new().bold().fg(Color::Gray));
-    const FIXED: [u16; 7] = [12, 8, 8, 2, 14, 6, 9];
-    let tail_width = fill_width(area, &FIXED);
-    let rows = visible.iter().map(|a| {
-        let style = outcome_style(a.outcome);
-        let tail = fit(a.error.as_deref().unwrap_or(&a.target_url), tail_width);
-        Row::new(vec![
-            Cell::from(a.timestamp.format("%H:%M:%S%.3f").to_string()),
-            Cell::from(short_id(&a.subscription_id).to_string()),
-            Cell::from(short_id(&a.webhook_id).to_string()),
-            Cell::from(a.attempt_number.to_string()),
-            Cell::from(a.outcome.as_str()),
-            Cell::from(opt(&a.status_code)),
-            Cell::from(format!("{} ms", a.duration_ms)),
-            Cell::from(tail),
-        ])
-        .style(style)
-    });
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(FIXED[0]),
-            Constraint::Length(FIXED[1]),
-            Constraint::Length(FIXED[2]),
-            Constraint::Length(FIXED[3]),
-            Constraint::Length(FIXED[4]),
-            Constraint::Length(FIXED[5]),
-            Constraint::Length(FIXED[6]),
-            Constraint::Fill(1),
-        ],
-    )
-    .header(header)
-    .block(block)
-    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-    .highlight_symbol("▶ ")
-    // Keep the columns still when the selection comes and goes.
-    .highlight_spacing(HighlightSpacing::Always);
-    // Rows that fit: the area minus borders and the header row.
-    let height = usize::from(area.height.saturating_sub(3));
-    let selected = live
-        .selected
-        .and_then(|id| visible.iter().position(|a| a.id == id));
-    let mut state = TableState::default()
-        .with_offset(visible.len().saturating_sub(height))
-        .with_selected(selected);
-    frame.render_stateful_widget(table, area, &mut state);
-}
-
-fn popup_area(area: Rect, width: u16, height: u16) -> Rect {
-    area.centered(
-        Constraint::Length(width.min(area.width)),
-        Constraint::Length(height.min(area.height)),
-    )
-}
-
-fn render_confirm(id: &str, url: &str, frame: &mut Frame, area: Rect) {
-    let popup = popup_area(area, 64, 7);
-    frame.render_widget(Clear, popup);
-    let block = Block::bordered()
-        .border_type(BorderType::Double)
-        .border_style(Style::new().fg(Color::Red))
-        .title(Line::from(" Delete subscription? ").style(Style::new().fg(Color::Red).bold()));
-    let lines = vec![
-        Line::from(vec![
-            Span::raw(" Delete "),
-            Span::styled(short_id(id).to_string(), Style::new().bold()),
-            Span::raw(format!(" → {url}")),
-        ]),
-        Line::from(" Its pending deliveries stop. This cannot be undone."),
-        Line::from(""),
-        Line::from(vec![
-            Span::styled(" y ", Style::new().fg(Color::Black).bg(Color::Red).bold()),
-            Span::raw(" delete    "),
-            Span::styled(
-                " n / Esc ",
-                Style::new().fg(Color::Black).bg(Color::Gray).bold(),
-            ),
-            Span::raw(" keep"),
-        ]),
-    ];
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(block)
-            .wrap(Wrap { trim: false }),
-        popup,
-    );
-}
-
-/// Every key binding, grouped by screen, for the help overlay.
-pub const HELP: &[(&str, &[(&str, &str)])] = &[
-    (
-        "Everywhere",
-        &[
-            ("1 / 2", "Subscriptions / Live"),
-            ("Tab", "next screen"),
-            ("? / 3", "this help"),
-            ("Esc", "back / close"),
-            ("q", "quit"),
-            ("Ctrl-C", "quit (also in forms)"),
-        ],
-    ),
-    (
-        "Subscriptions",
-        &[
-            ("↑↓ j k", "select"),
-            ("Enter", "open"),
-            ("n", "new"),
-            ("e", "edit"),
-            ("d", "delete (asks y/n)"),
-            ("/", "filter url/id/events"),
-            ("r", "refresh"),
-        ],
-    ),
-    (
-        "New / edit form",
-        &[
-            ("Tab ↓ / ⇧Tab ↑", "next / previous field"),
-            ("Enter", "save"),
-            ("Ctrl-U", "clear field"),
-            ("Esc", "cancel"),
-        ],
-    ),
-    (
-        "Subscription detail",
-        &[
-            ("↑↓", "select attempt"),
-            ("Enter", "open its webhook"),
-            ("e / d", "edit / delete"),
-            ("r", "refresh"),
-        ],
-    ),
-    (
-        "Webhook detail",
-        &[
-            ("↑↓", "select attempt"),
-            ("s", "open subscription"),
-            ("r", "refresh"),
-        ],
-    ),
-    (
-        "Live deliveries",
-        &[
-            ("space", "pause / resume (buffers)"),
-            ("f", "outcome filter"),
-            ("↑↓", "select"),
-            ("Enter", "open webhook"),
-            ("End / Esc", "follow the tail"),
-            ("c", "clear"),
-        ],
-    ),
-];
-
-fn help_column(groups: &[(&str, &[(&str, &str)])]) -> Vec<Line<'static>> {
+fn help_column(blocks: &[&keymap::Block]) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
-    for (title, keys) in groups {
+    for block in blocks {
         lines.push(Line::from(Span::styled(
-            title.to_string(),
+            block.title,
             Style::new().fg(ACCENT).bold(),
         )));
-        for (k, what) in keys.iter() {
+        for b in block.bindings.iter().filter(|b| b.in_help) {
             lines.push(Line::from(vec![
-                Span::styled(format!("  {k:<15}"), Style::new().bold()),
-                Span::raw(what.to_string()),
+                Span::styled(format!("  {:<15}", b.keys), Style::new().bold()),
+                Span::raw(b.does),
             ]));
         }
         lines.push(Line::from(""));
     }
     lines
+}
+
+/// Where to split the help sections into two columns of similar height.
+fn help_split(blocks: &[&keymap::Block]) -> usize {
+    let heights: Vec<usize> = blocks
+        .iter()
+        .map(|b| 2 + b.bindings.iter().filter(|b| b.in_help).count())
+        .collect();
+    let total: usize = heights.iter().sum();
+    (0..=blocks.len())
+        .min_by_key(|&i| {
+            let left: usize = heights[..i].iter().sum();
+            left.max(total - left)
+        })
+        .unwrap_or(0)
 }
 
 fn render_help(frame: &mut Frame, area: Rect) {
@@ -870,17 +131,15 @@ fn render_help(frame: &mut Frame, area: Rect) {
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
             .areas(inner.inner(ratatui::layout::Margin::new(1, 0)));
-    frame.render_widget(Paragraph::new(Text::from(help_column(&HELP[..3]))), left);
-    frame.render_widget(Paragraph::new(Text::from(help_column(&HELP[3..]))), right);
+    let sections: Vec<&keymap::Block> = keymap::help_blocks().collect();
+    let (first, second) = sections.split_at(help_split(&sections));
+    frame.render_widget(Paragraph::new(Text::from(help_column(first))), left);
+    frame.render_widget(Paragraph::new(Text::from(help_column(second))), right);
 }
 
 fn render_status(app: &App, frame: &mut Frame, area: Rect) {
-    let line = if app.screen() == Screen::Subscriptions && app.subs.filter_editing {
-        Line::from(vec![
-            Span::styled(" / ", Style::new().fg(Color::Black).bg(ACCENT).bold()),
-            Span::raw(format!(" {}", app.subs.filter)),
-            Span::styled("▏", Style::new().fg(ACCENT)),
-        ])
+    let line = if let Some(line) = list::filter_input(app) {
+        line
     } else if let Some(flash) = &app.flash {
         let style = if flash.is_error {
             Style::new().fg(Color::Red).bold()
@@ -893,90 +152,27 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect) {
             format!(" Server unreachable: {why}. Retrying every second; data may be stale."),
             Style::new().fg(Color::Red),
         ))
-    } else if app.screen() == Screen::Subscriptions && !app.subs.filter.is_empty() {
-        Line::from(Span::styled(
-            format!(" filter: \"{}\" (Esc clears)", app.subs.filter),
-            Style::new().fg(Color::Gray),
-        ))
+    } else if let Some(note) = list::filter_note(app) {
+        note
     } else {
         Line::from("")
     };
     frame.render_widget(Paragraph::new(line), area);
 }
 
-/// The key hints of the footer for the current screen.
+/// The key hints of the footer for the current screen, from the key table.
 pub fn key_hints(app: &App) -> Vec<(String, String)> {
-    let s = |k: &str, v: &str| (k.to_string(), v.to_string());
-    if app.show_help {
-        return vec![s("Esc/?", "close help"), s("q", "quit")];
-    }
-    if app.confirm_delete.is_some() {
-        return vec![s("y", "delete"), s("n/Esc", "keep")];
-    }
-    match app.screen() {
-        Screen::Subscriptions if app.subs.filter_editing => vec![
-            s("type", "filter"),
-            s("⏎", "done"),
-            s("Esc", "clear filter"),
-            s("↑↓", "select"),
-        ],
-        Screen::Subscriptions => vec![
-            s("↑↓", "select"),
-            s("⏎", "open"),
-            s("n", "new"),
-            s("e", "edit"),
-            s("d", "delete"),
-            s("/", "filter"),
-            s("r", "refresh"),
-            s("Tab/1-2", "screens"),
-            s("?", "help"),
-            s("q", "quit"),
-        ],
-        Screen::Form => vec![
-            s("Tab/⇧Tab/↑↓", "field"),
-            s("⏎", "save"),
-            s("Ctrl-U", "clear field"),
-            s("Esc", "cancel"),
-            s("Ctrl-C", "quit"),
-        ],
-        Screen::SubscriptionDetail => vec![
-            s("↑↓", "select"),
-            s("⏎", "open webhook"),
-            s("e", "edit"),
-            s("d", "delete"),
-            s("r", "refresh"),
-            s("Esc", "back"),
-            s("?", "help"),
-            s("q", "quit"),
-        ],
-        Screen::WebhookDetail => vec![
-            s("↑↓", "select attempt"),
-            s("s", "subscription"),
-            s("r", "refresh"),
-            s("Esc", "back"),
-            s("?", "help"),
-            s("q", "quit"),
-        ],
-        Screen::Live => {
-            let pause = if app.live.paused {
-                format!("resume ({} buffered)", app.live.buffered.len())
-            } else {
-                "pause (buffers)".to_string()
-            };
-            vec![
-                ("space".to_string(), pause),
-                (
-                    "f".to_string(),
-                    format!("filter: {}", app.live.filter.label()),
-                ),
-                s("↑↓", "select"),
-                s("⏎", "open"),
-                s("End", "follow"),
-                s("?", "help"),
-                s("q", "quit"),
-            ]
-        }
-    }
+    let Some(&place) = app.key_places().first() else {
+        return Vec::new();
+    };
+    keymap::footer(place)
+        .into_iter()
+        .map(|(cmd, hint)| {
+            let does =
+                screens::footer_words(app, place, cmd).unwrap_or_else(|| hint.does.to_string());
+            (hint.keys.to_string(), does)
+        })
+        .collect()
 }
 
 fn render_keys(app: &App, frame: &mut Frame, area: Rect) {
@@ -989,34 +185,4 @@ fn render_keys(app: &App, frame: &mut Frame, area: Rect) {
         ));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn fit_marks_cuts() {
-        assert_eq!(fit("abcdef", 6), "abcdef");
-        assert_eq!(fit("abcdef", 4), "abc…");
-        assert_eq!(fit("abcdef", 0), "");
-    }
-
-    #[test]
-    fn relative_times() {
-        let now = Utc.with_ymd_and_hms(2026, 11, 29, 9, 0, 0).unwrap();
-        assert_eq!(
-            fmt_relative(&now, &(now + chrono::Duration::seconds(5))),
-            "in 5s"
-        );
-        assert_eq!(
-            fmt_relative(&now, &(now - chrono::Duration::seconds(125))),
-            "2m5s ago"
-        );
-        assert_eq!(
-            fmt_relative(&now, &(now + chrono::Duration::hours(3))),
-            "in 3h0m"
-        );
-    }
 }

@@ -1,0 +1,203 @@
+//! One module per screen: its state, what its commands do and how it is
+//! drawn. The top-level screens are [`Tab`]s; the others are [`View`]s
+//! stacked on top of a tab (Esc pops them).
+//!
+//! This module routes the commands of the key table, the periodic
+//! refreshes and the drawing to the screen in front. A new screen is a
+//! file here (state, an `impl App` block with its command handler, a
+//! `draw` function, its tests), a [`Screen`] variant (and a [`View`] or
+//! [`Tab`] one) with its arms in the matches below, and its block in the
+//! key table (`keymap/table.rs`).
+
+use ratatui::crossterm::event::KeyEvent;
+use ratatui::layout::Rect;
+use ratatui::Frame;
+
+use crate::app::{short_id, App, Effect};
+use crate::keymap::{Cmd, Where};
+use detail::DetailState;
+use form::FormState;
+use webhook::WebhookView;
+
+pub mod confirm;
+pub mod detail;
+pub mod form;
+pub mod list;
+pub mod live;
+pub mod webhook;
+
+/// The top-level screens reachable with Tab and the number keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    /// Subscription list (key 1).
+    Subscriptions,
+    /// Live delivery tail (key 2).
+    Live,
+}
+
+impl Tab {
+    /// Every tab, in the order of the tab bar.
+    pub const ALL: [Tab; 2] = [Tab::Subscriptions, Tab::Live];
+
+    fn position(self) -> usize {
+        Tab::ALL.iter().position(|&t| t == self).unwrap_or(0)
+    }
+
+    /// The tab after this one (wrapping).
+    pub fn next(self) -> Tab {
+        Tab::ALL[(self.position() + 1) % Tab::ALL.len()]
+    }
+
+    /// The tab before this one (wrapping).
+    pub fn prev(self) -> Tab {
+        Tab::ALL[(self.position() + Tab::ALL.len() - 1) % Tab::ALL.len()]
+    }
+
+    /// Name in the breadcrumb.
+    pub fn crumb(self) -> &'static str {
+        match self {
+            Tab::Subscriptions => "Subscriptions",
+            Tab::Live => "Live deliveries",
+        }
+    }
+
+    /// Name in the tab bar.
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Subscriptions => "Subscriptions",
+            Tab::Live => "Live",
+        }
+    }
+}
+
+/// Which screen is in front, for headers, footers and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    /// Subscription list.
+    Subscriptions,
+    /// Live tail.
+    Live,
+    /// New / edit subscription form.
+    Form,
+    /// One subscription and its attempts.
+    SubscriptionDetail,
+    /// One webhook's status and attempt timeline.
+    WebhookDetail,
+}
+
+/// Screens stacked on top of a [`Tab`]; Esc pops them.
+#[derive(Debug, Clone)]
+pub enum View {
+    /// New / edit form.
+    Form(FormState),
+    /// Subscription detail.
+    SubscriptionDetail(DetailState),
+    /// Webhook detail.
+    WebhookDetail(WebhookView),
+}
+
+impl View {
+    /// This view's part of the breadcrumb.
+    fn crumb(&self) -> String {
+        match self {
+            View::Form(f) => match &f.editing {
+                Some(s) => format!("edit {}", short_id(&s.id)),
+                None => "new subscription".to_string(),
+            },
+            View::SubscriptionDetail(d) => format!("subscription {}", short_id(&d.id)),
+            View::WebhookDetail(w) => format!("webhook {}", short_id(&w.id)),
+        }
+    }
+}
+
+/// Rows one page move skips.
+const PAGE_ROWS: usize = 10;
+
+/// Move a row selection among `len` rows as `cmd` says; false when `cmd`
+/// is not a move.
+pub(crate) fn select_row(selected: &mut usize, len: usize, cmd: Cmd) -> bool {
+    let last = len.saturating_sub(1);
+    *selected = match cmd {
+        Cmd::Up => selected.saturating_sub(1),
+        Cmd::Down => (*selected + 1).min(last),
+        Cmd::PageUp => selected.saturating_sub(PAGE_ROWS),
+        Cmd::PageDown => (*selected + PAGE_ROWS).min(last),
+        Cmd::Top => 0,
+        Cmd::Bottom => last,
+        _ => return false,
+    };
+    true
+}
+
+impl App {
+    /// The screen in front.
+    pub fn screen(&self) -> Screen {
+        match self.stack.last() {
+            Some(View::Form(_)) => Screen::Form,
+            Some(View::SubscriptionDetail(_)) => Screen::SubscriptionDetail,
+            Some(View::WebhookDetail(_)) => Screen::WebhookDetail,
+            None => match self.tab {
+                Tab::Subscriptions => Screen::Subscriptions,
+                Tab::Live => Screen::Live,
+            },
+        }
+    }
+
+    /// Refresh the screen in front. `full` also reloads what rarely
+    /// changes (on open, `r`, reconnect).
+    pub(crate) fn refresh_front(&mut self, full: bool) -> Vec<Effect> {
+        match self.screen() {
+            Screen::SubscriptionDetail => self.refresh_detail(full),
+            Screen::WebhookDetail => self.refresh_webhook(full),
+            Screen::Subscriptions | Screen::Live | Screen::Form => Vec::new(),
+        }
+    }
+
+    /// Carry out `cmd` (which `key` means) on `screen`, the one in front.
+    pub(crate) fn screen_command(
+        &mut self,
+        screen: Screen,
+        cmd: Cmd,
+        key: KeyEvent,
+    ) -> Vec<Effect> {
+        match screen {
+            Screen::Subscriptions => self.list_command(cmd),
+            Screen::Live => self.live_command(cmd),
+            Screen::Form => self.form_command(cmd, key),
+            Screen::SubscriptionDetail => self.detail_command(cmd),
+            Screen::WebhookDetail => self.webhook_command(cmd),
+        }
+    }
+}
+
+/// Footer words of `place` that show the screen's state instead of the
+/// key table's words for `cmd`.
+pub(crate) fn footer_words(app: &App, place: Where, cmd: Cmd) -> Option<String> {
+    match place {
+        Where::Screen(Screen::Live) => live::footer_words(app, cmd),
+        _ => None,
+    }
+}
+
+/// Draw the screen in front into `area`.
+pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
+    match app.stack.last() {
+        Some(View::Form(f)) => form::draw(f, frame, area),
+        Some(View::SubscriptionDetail(d)) => detail::draw(app, d, frame, area),
+        Some(View::WebhookDetail(w)) => webhook::draw(app, w, frame, area),
+        None => match app.tab {
+            Tab::Subscriptions => list::draw(app, frame, area),
+            Tab::Live => live::draw(app, frame, area),
+        },
+    }
+}
+
+/// Where the user is: the tab, the stacked views, the help overlay.
+pub(crate) fn breadcrumb(app: &App) -> String {
+    let mut parts = vec![app.tab.crumb().to_string()];
+    parts.extend(app.stack.iter().map(View::crumb));
+    if app.show_help {
+        parts.push("help".to_string());
+    }
+    parts.join(" › ")
+}
