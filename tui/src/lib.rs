@@ -13,6 +13,8 @@
 //! - [`runtime`]: the loop gluing them together and running effects;
 //! - [`metrics`]: Prometheus counter parsing for the header rates.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod action;
 pub mod api;
 pub mod app;

@@ -1,6 +1,8 @@
 //! Entry point: parse flags, set up the terminal, run the app, and put the
 //! terminal back the way it was, also on errors and panics.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{self, stdout};
 use std::time::Duration;
 
