@@ -1,0 +1,31 @@
+//! Loopback addresses: free ports to listen on, a URL nothing answers, and
+//! the check that keeps every suite's traffic on 127.0.0.0/8.
+
+use std::net::{SocketAddr, TcpListener};
+
+use anyhow::{bail, Context, Result};
+
+/// A loopback port free right now (bound, read, released). Another process
+/// may take it before it is used; callers that can, listen on port 0.
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// `http://127.0.0.1:<port>/hook` where nothing listens: a delivery target
+/// that refuses connections.
+pub fn refused_url() -> String {
+    format!(
+        "http://127.0.0.1:{}/hook",
+        free_port().expect("a free loopback port")
+    )
+}
+
+/// Refuses any address that is not loopback: the suites never send
+/// anything off this machine.
+pub fn ensure_loopback(addr: SocketAddr) -> Result<()> {
+    if !addr.ip().is_loopback() {
+        bail!("{addr} is not a loopback address: the harness only uses 127.0.0.0/8");
+    }
+    Ok(())
+}
