@@ -15,4 +15,6 @@ pub mod load;
 pub mod nats;
 pub mod net;
 pub mod process;
+pub mod receiver;
+pub mod wait;
 pub mod webhookd;
