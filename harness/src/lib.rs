@@ -9,12 +9,17 @@
 //! return an error with context where a suite reports instead of panicking.
 //! Nothing here talks to anything but loopback.
 
+pub mod args;
 pub mod cargo;
+pub mod check;
 pub mod client;
 pub mod load;
 pub mod nats;
 pub mod net;
 pub mod process;
 pub mod receiver;
+pub mod server;
+pub mod sign;
+pub mod sqlite;
 pub mod wait;
 pub mod webhookd;
