@@ -2,17 +2,19 @@
 //! nats-server, a real SQLite file in a temp dir. Also the `webhookd` binary's
 //! `--check-config` and `--help`.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use webhookd::config::Config;
+use webhookd_harness::nats::NatsServer;
+use webhookd_harness::receiver::{Receiver, Reply};
+use webhookd_harness::server::{test_config, webhook_id, TestServer};
+use webhookd_harness::sqlite::hold_write_lock;
+use webhookd_harness::wait::{eventually, DEADLINE};
 
 /// A target URL nothing listens on; never contacted (nothing is ingested
 /// for subscriptions pointing at it).
@@ -29,11 +31,11 @@ const SECRET: &str = "s3cr3t-value-0123456-wxyz";
 struct Env {
     server: TestServer,
     _dir: tempfile::TempDir,
-    _nats: TestNats,
+    _nats: NatsServer,
 }
 
 async fn start_with(tweak: impl FnOnce(&mut Config)) -> Env {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     tweak(&mut config);
@@ -1440,7 +1442,7 @@ fn help_lists_every_option_with_its_default() {
 /// the status is asked for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_right_after_ingest_finds_the_webhook() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     // Holds each delivery for a while: the status stays pending or delivering.

@@ -8,8 +8,6 @@
 //! Traffic goes to 127.0.0.1 only. Addresses in other ranges appear solely
 //! as target URLs that the API refuses without connecting anywhere.
 
-mod support;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,13 +16,17 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde_json::{json, Value};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use webhookd::api::{Access, ROUTES};
 use webhookd::config::Config;
 use webhookd::RunError;
+use webhookd_harness::nats::NatsServer;
+use webhookd_harness::receiver::{assert_count_stays, Receiver};
+use webhookd_harness::server::{test_config, TestServer};
+use webhookd_harness::sign::inbound_signature;
+use webhookd_harness::wait::{eventually, DEADLINE};
 
 /// The API token of the tests that set one (at least 16 characters).
 const TOKEN: &str = "tok-0123456789abcdefghij";
@@ -296,7 +298,7 @@ fn body_for(method: &reqwest::Method, template: &str, target: &str) -> Option<Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn management_routes_need_the_token() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.api_token = Some(TOKEN.to_string());
@@ -522,7 +524,7 @@ async fn non_loopback_listener_without_token_is_refused_before_nats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_loopback_listener_starts_with_a_token_or_insecure_no_auth() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let http = client();
 
     // --insecure-no-auth: starts, and the management API is open.
@@ -585,7 +587,7 @@ const BLOCKED_TARGETS: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_target_urls_are_refused_by_the_api() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.allow_targets = None;
@@ -665,7 +667,7 @@ async fn blocked_target_urls_are_refused_by_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_to_a_blocked_target_fails_once_without_retry() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::ok().await;
 
@@ -786,7 +788,7 @@ async fn python_verifies(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outgoing_signatures_verify_with_the_standardwebhooks_package() {
     require_python_verifier().await;
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cases = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
@@ -916,7 +918,7 @@ async fn outgoing_signatures_verify_with_the_standardwebhooks_package() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_bodies_over_the_limit_get_413_early() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.max_body = 1024;
@@ -984,7 +986,7 @@ async fn ingest_bodies_over_the_limit_get_413_early() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_heads_are_refused_and_the_server_keeps_serving() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
 
@@ -1030,7 +1032,7 @@ async fn time_until_closed(stream: &mut TcpStream, since: Instant, deadline: Dur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off_after_the_header_read_timeout() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     let timeout = Duration::from_millis(500);
@@ -1106,7 +1108,7 @@ async fn slow_clients_are_cut_off_after_the_header_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_wait_until_a_slot_frees() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.max_connections = 2;
@@ -1158,7 +1160,7 @@ async fn connections_beyond_the_cap_wait_until_a_slot_frees() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_ids_are_parsed_strictly() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let receiver = Receiver::ok().await;
@@ -1232,7 +1234,7 @@ async fn path_ids_are_parsed_strictly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deeply_nested_json_is_refused_without_harm() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let receiver = Receiver::ok().await;
