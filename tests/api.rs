@@ -8,12 +8,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use webhookd::config::Config;
 use webhookd_harness::nats::NatsServer;
+use webhookd_harness::raw_http;
 use webhookd_harness::receiver::{Receiver, Reply};
 use webhookd_harness::server::{test_config, webhook_id, TestServer};
-use webhookd_harness::sqlite::hold_write_lock;
+use webhookd_harness::sqlite::{self, hold_write_lock};
 use webhookd_harness::wait::{eventually, DEADLINE};
 
 /// A target URL nothing listens on; never contacted (nothing is ingested
@@ -75,7 +75,7 @@ fn assert_error(what: &str, got: &(u16, Value), status: u16, code: &str, field: 
 
 /// Rows in the `subscriptions` table of the server's SQLite file.
 fn subscription_rows(data_dir: &Path) -> Vec<(String, String, Option<String>, Option<String>)> {
-    let conn = rusqlite::Connection::open(data_dir.join("webhookd.db")).unwrap();
+    let conn = sqlite::read_only(&data_dir.join("webhookd.db")).unwrap();
     let mut stmt = conn
         .prepare("SELECT id, target_url, secret, events FROM subscriptions ORDER BY id")
         .unwrap();
@@ -95,33 +95,9 @@ fn timestamp(v: &Value) -> chrono::DateTime<chrono::Utc> {
 /// Sends `request` as is on a new connection and reads the answer until the
 /// server closes it (send `Connection: close`). Returns status and JSON body.
 async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, Value) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    // The server may answer and close before reading everything: a failed
-    // write is not the test's verdict, the answer is.
-    let _ = stream.write_all(request).await;
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "no complete answer within 20s");
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {head:?}"));
-    let value = serde_json::from_str(body).unwrap_or(Value::Null);
-    (status, value)
+    raw_http::exchange(addr, request, Duration::from_secs(20))
+        .await
+        .json()
 }
 
 /// A `Transfer-Encoding: chunked` POST (no Content-Length) of `chunks`.

@@ -5,23 +5,12 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use webhookd_harness::nats::NatsServer;
 use webhookd_harness::net::refused_url;
 use webhookd_harness::receiver::{assert_count_stays, Received, Receiver, Reply};
 use webhookd_harness::server::{test_config, webhook_id, TestServer};
-use webhookd_harness::sign::inbound_signature;
-
-/// HMAC-SHA256, computed here independently of webhookd's signing module.
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = <Hmac<Sha256>>::new_from_slice(key).expect("any key length");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().to_vec()
-}
+use webhookd_harness::sign::{hmac_sha256, inbound_signature};
 
 /// `sha256=<hex>` of a body, as a sender puts it in `X-Signature`.
 fn inbound_sig_str(secret: &str, body: &str) -> String {

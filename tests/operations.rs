@@ -4,7 +4,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
@@ -13,7 +12,7 @@ use webhookd::metrics::Metrics;
 use webhookd::store::Store;
 use webhookd_harness::nats::NatsServer;
 use webhookd_harness::net::refused_url;
-use webhookd_harness::receiver::{Receiver, Reply};
+use webhookd_harness::receiver::{fail_first, Receiver, Reply};
 use webhookd_harness::server::{test_config, webhook_id, TestServer};
 use webhookd_harness::sign::inbound_signature;
 use webhookd_harness::wait::{eventually, DEADLINE};
@@ -479,16 +478,7 @@ async fn metrics_counters_move_as_webhooks_flow() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     // Each webhook's first attempt fails, the second succeeds.
-    let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let script_seen = seen.clone();
-    let receiver = Receiver::scripted(move |_, req| {
-        let id = req.header("webhook-id").unwrap_or_default().to_string();
-        let mut seen = script_seen.lock().unwrap();
-        let n = seen.entry(id).or_default();
-        *n += 1;
-        Reply::status(if *n == 1 { 503 } else { 204 })
-    })
-    .await;
+    let receiver = Receiver::scripted(fail_first(Reply::status(503), Reply::status(204))).await;
     let sub = server
         .subscribe(json!({"target_url": receiver.url()}))
         .await;
@@ -650,26 +640,15 @@ async fn logging_run(extra: &[&str]) -> LogRun {
         .unwrap()
         .args(&args)
         .nats_url(nats.url());
-    proc.spawn().expect("start webhookd");
-    proc.wait_answering("/healthz", DEADLINE)
-        .await
-        .expect("webhookd healthy");
+    proc.start_healthy().await.expect("webhookd healthy");
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
     // First attempt of each webhook fails with 500, the second succeeds.
-    let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let script_seen = seen.clone();
-    let receiver = Receiver::scripted(move |_, req| {
-        let id = req.header("webhook-id").unwrap_or_default().to_string();
-        let mut seen = script_seen.lock().unwrap();
-        let n = seen.entry(id).or_default();
-        *n += 1;
-        Reply {
-            body: "not yet".into(),
-            ..Reply::status(if *n == 1 { 500 } else { 200 })
-        }
-    })
-    .await;
+    let not_yet = |status| Reply {
+        body: "not yet".into(),
+        ..Reply::status(status)
+    };
+    let receiver = Receiver::scripted(fail_first(not_yet(500), not_yet(200))).await;
 
     let mut forbidden = vec![SECRET.to_string()];
     let mut subs = Vec::new();

@@ -128,10 +128,7 @@ async fn sigterm_mid_burst_loses_nothing_and_stops_nats() {
     let mut proc = Webhookd::new(env!("CARGO_BIN_EXE_webhookd"), &data_dir)
         .unwrap()
         .args(&args);
-    proc.spawn().expect("start webhookd");
-    proc.wait_answering("/healthz", DEADLINE)
-        .await
-        .expect("webhookd healthy");
+    proc.start_healthy().await.expect("webhookd healthy");
     // The embedded nats-server runs with its store under the data dir: the
     // /proc check below can see it.
     let nats_procs = processes_mentioning(&data_dir_str);
@@ -322,10 +319,7 @@ async fn sigterm_mid_burst_loses_nothing_and_stops_nats() {
     let mut proc = Webhookd::new(env!("CARGO_BIN_EXE_webhookd"), &data_dir)
         .unwrap()
         .args(&args);
-    proc.spawn().expect("start webhookd");
-    proc.wait_answering("/healthz", DEADLINE)
-        .await
-        .expect("webhookd healthy");
+    proc.start_healthy().await.expect("webhookd healthy");
     eventually(
         "every accepted webhook at the receiver",
         // Room for one JetStream ack_wait (30 s) in case a message handed to

@@ -17,6 +17,7 @@ pub mod load;
 pub mod nats;
 pub mod net;
 pub mod process;
+pub mod raw_http;
 pub mod receiver;
 pub mod server;
 pub mod sign;

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use webhookd::config::Config;
 
+use crate::raw_http;
 use crate::wait::{eventually, DEADLINE};
 
 /// A config for tests: temp data dir, the given NATS (None: embedded), a
@@ -52,10 +53,20 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts webhookd with `config` on a free port and waits for /healthz.
+    /// Starts webhookd with `config` on a free loopback port and waits for
+    /// /healthz.
     pub async fn start(config: Config) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        TestServer::start_on(config, listener).await
+    }
+
+    /// Starts webhookd with `config` on `listener` (which may listen on
+    /// more than loopback; it is reached on 127.0.0.1) and waits until
+    /// /healthz answers 200. The probes close their connections, so they
+    /// hold none of webhookd's connection slots.
+    pub async fn start_on(config: Config, listener: TcpListener) -> TestServer {
+        let port = listener.local_addr().expect("addr").port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let data_dir = config.data_dir.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(webhookd::run(config, listener, async move {
@@ -73,13 +84,7 @@ impl TestServer {
             task: Some(task),
         };
         eventually("webhookd to answer /healthz", DEADLINE, || async {
-            server
-                .http
-                .get(server.url("/healthz"))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status() == 200)
+            raw_http::answers(addr, "/healthz", 200).await.then_some(())
         })
         .await;
         server

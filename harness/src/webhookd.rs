@@ -16,6 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::client::{answers_2xx, Conn};
 use crate::load::now_us;
 use crate::process::{self, ChildGuard};
+use crate::wait::DEADLINE;
 
 /// Bound on [`Webhookd::start`]'s wait for `/readyz`.
 const READY_LIMIT: Duration = Duration::from_secs(60);
@@ -200,6 +201,13 @@ impl Webhookd {
         self.guard = Some(guard);
         self.sigstopped = false;
         Ok(())
+    }
+
+    /// Starts the process and waits until `/healthz` answers 2xx (webhookd
+    /// is listening; NATS may still be connecting), at most [`DEADLINE`].
+    pub async fn start_healthy(&mut self) -> Result<()> {
+        self.spawn()?;
+        self.wait_answering("/healthz", DEADLINE).await
     }
 
     /// Starts the process, waits until `/readyz` answers 2xx, and tracks its
