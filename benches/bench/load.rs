@@ -137,13 +137,9 @@ async fn worker(
         if seq >= spec.n {
             break;
         }
-        if let Some(rate) = spec.rate {
-            let due = start + Duration::from_secs_f64(seq as f64 / rate);
-            if due >= deadline {
-                out.timed_out = true;
-                break;
-            }
-            tokio::time::sleep_until(due.into()).await;
+        if !spec.pace(start, deadline, seq).await {
+            out.timed_out = true;
+            break;
         }
         if Instant::now() >= deadline {
             out.timed_out = true;

@@ -104,6 +104,19 @@ pub struct Env {
     pub work_dir: PathBuf,
 }
 
+impl Env {
+    /// A fresh directory under the work directory, removed when dropped
+    /// (its name starts with `prefix`, which `remove_stale_dirs` knows).
+    fn data_dir(&self, prefix: &str) -> Result<TempDir> {
+        std::fs::create_dir_all(&self.work_dir)
+            .with_context(|| format!("creating {}", self.work_dir.display()))?;
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&self.work_dir)
+            .with_context(|| format!("creating a {prefix} directory"))
+    }
+}
+
 /// One line of the results table, and its JSON.
 #[derive(Debug, Clone, Default)]
 pub struct Row {
@@ -229,12 +242,7 @@ struct Webhookd {
 
 impl Webhookd {
     async fn start(env: &Env, extra: &[String]) -> Result<Webhookd> {
-        std::fs::create_dir_all(&env.work_dir)
-            .with_context(|| format!("creating {}", env.work_dir.display()))?;
-        let data = tempfile::Builder::new()
-            .prefix("webhookd-data-")
-            .tempdir_in(&env.work_dir)
-            .context("creating a data directory")?;
+        let data = env.data_dir("webhookd-data-")?;
         let concurrency = env.delivery_concurrency.to_string();
         let mut process =
             webhookd_harness::webhookd::Webhookd::new(&env.webhookd_bin, data.path())?
@@ -557,13 +565,8 @@ pub async fn baseline(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> 
 /// webhookd's), the ack awaited before the 202. DESIGN.md makes every
 /// webhookd ingest pay that; the rest is webhookd's own work.
 pub async fn floor(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Result<Row> {
-    std::fs::create_dir_all(&env.work_dir)
-        .with_context(|| format!("creating {}", env.work_dir.display()))?;
     // Declared first, removed last: after both processes stopped.
-    let store = tempfile::Builder::new()
-        .prefix("webhookd-data-floor-")
-        .tempdir_in(&env.work_dir)
-        .context("creating the floor's NATS store")?;
+    let store = env.data_dir("webhookd-data-floor-")?;
     let nats = NatsServer::start_in(&env.nats_bin, store.path()).await?;
     let mut cmd = Command::new(&env.self_exe);
     cmd.args(["floor", "--listen", "127.0.0.1:0", "--nats-url"])

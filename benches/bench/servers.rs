@@ -24,7 +24,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use webhookd_harness::net::ensure_loopback;
+use webhookd_harness::net::{accept_forever, ensure_loopback};
 use webhookd_harness::receiver::{self, Options, Received, Receiver, Reply};
 
 /// webhookd's answer to an accepted webhook, byte for byte in size.
@@ -141,29 +141,18 @@ where
             .await
             .with_context(|| format!("binding {listen}"))?;
         announce(listener.local_addr()?)?;
-        let accept = async {
-            loop {
-                let (stream, _) = match listener.accept().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("bench server: accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let handler = handler.clone();
-                        async move { Ok::<_, Infallible>(handler(req).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+        let accept = accept_forever(listener, "bench server", |stream| {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(req).await) }
                 });
-            }
-        };
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        });
         until_lifetime(accept, max_lifetime).await;
         Ok(())
     })

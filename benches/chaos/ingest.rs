@@ -141,12 +141,8 @@ async fn worker(
         if seq >= spec.n {
             break;
         }
-        if let Some(rate) = spec.rate {
-            let due = start + Duration::from_secs_f64(seq as f64 / rate);
-            if due >= deadline {
-                break;
-            }
-            tokio::time::sleep_until(due.into()).await;
+        if !spec.pace(start, deadline, seq).await {
+            break;
         }
         let Some(c) = conn.as_mut() else { continue };
         let path = &spec.paths[seq % spec.paths.len()];

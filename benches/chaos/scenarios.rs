@@ -202,6 +202,26 @@ fn stop_and_judge(
     Ok(())
 }
 
+/// Ends a scenario whose faults were done to webhookd itself: waits for the
+/// end of the load and for every accepted webhook's delivery, then stops
+/// webhookd and judges the run, the drain counted from webhookd's last
+/// `since` step (or the load's last answer, if later). Returns the posts.
+async fn finish_and_judge(
+    wh: &mut Webhookd,
+    rx: &Receiver,
+    load: Load,
+    row: &mut Row,
+    since: Lifecycle,
+) -> Result<Vec<Post>> {
+    let posts = load.finish(LOAD_LIMIT).await?;
+    let accepted = accepted_ids(&posts);
+    wait_all_ok(wh, rx, &accepted, DELIVERY_LIMIT, row).await?;
+    let drain_from =
+        faults::last(&faults::of_webhookd(wh), Fault::Webhookd(since)).max(last_answer_us(&posts));
+    stop_and_judge(wh, row, &posts, rx, Vec::new(), drain_from)?;
+    Ok(posts)
+}
+
 /// Random points of a load, as fractions in (lo, hi), sorted, apart by
 /// at least `gap`.
 fn points(rng: &mut Rng, count: usize, lo: f64, hi: f64, gap: f64) -> Vec<f64> {
@@ -253,15 +273,7 @@ pub async fn webhookd_kill9(env: &Env) -> Result<Row> {
             t0.elapsed().as_secs_f64()
         ));
     }
-    let posts = load.finish(LOAD_LIMIT).await?;
-    let accepted = accepted_ids(&posts);
-    wait_all_ok(&mut wh, &rx, &accepted, DELIVERY_LIMIT, &mut row).await?;
-    let drain_from = faults::last(
-        &faults::of_webhookd(&wh),
-        Fault::Webhookd(Lifecycle::Started),
-    )
-    .max(last_answer_us(&posts));
-    stop_and_judge(&mut wh, &mut row, &posts, &rx, Vec::new(), drain_from)?;
+    finish_and_judge(&mut wh, &rx, load, &mut row, Lifecycle::Started).await?;
     row.check(
         "three kills during the ingest",
         kills == 3,
@@ -942,15 +954,7 @@ pub async fn sigterm(env: &Env) -> Result<Row> {
         took.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     ));
-    let posts = load.finish(LOAD_LIMIT).await?;
-    let accepted = accepted_ids(&posts);
-    wait_all_ok(&mut wh, &rx, &accepted, DELIVERY_LIMIT, &mut row).await?;
-    let drain_from = faults::last(
-        &faults::of_webhookd(&wh),
-        Fault::Webhookd(Lifecycle::Started),
-    )
-    .max(last_answer_us(&posts));
-    stop_and_judge(&mut wh, &mut row, &posts, &rx, Vec::new(), drain_from)?;
+    let posts = finish_and_judge(&mut wh, &rx, load, &mut row, Lifecycle::Started).await?;
     let (hist, _) = statuses_between(&posts, 0, u64::MAX);
     row.note(format!("ingest answers: {}", hist_text(&hist)));
     Ok(row)
@@ -985,13 +989,7 @@ pub async fn sigstop(env: &Env) -> Result<Row> {
     tokio::time::sleep(stop_for).await;
     let seen_while_stopped = rx.count() - seen_at_stop;
     wh.cont()?;
-    let posts = load.finish(LOAD_LIMIT).await?;
-    let accepted = accepted_ids(&posts);
-    wait_all_ok(&mut wh, &rx, &accepted, DELIVERY_LIMIT, &mut row).await?;
-    let events = faults::of_webhookd(&wh);
-    let drain_from =
-        faults::last(&events, Fault::Webhookd(Lifecycle::Continued)).max(last_answer_us(&posts));
-    stop_and_judge(&mut wh, &mut row, &posts, &rx, Vec::new(), drain_from)?;
+    let posts = finish_and_judge(&mut wh, &rx, load, &mut row, Lifecycle::Continued).await?;
     let events = faults::of_webhookd(&wh);
     let stop_at = faults::last(&events, Fault::Webhookd(Lifecycle::Stopped));
     let cont_at = faults::last(&events, Fault::Webhookd(Lifecycle::Continued));

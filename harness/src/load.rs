@@ -3,7 +3,7 @@
 //! webhook bodies it posts.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -33,6 +33,22 @@ pub struct Spec {
     pub body_size: usize,
     /// `/ingest/<subscription>` paths; request `i` goes to `paths[i % len]`.
     pub paths: Arc<Vec<String>>,
+}
+
+impl Spec {
+    /// Waits until request `seq` of a load started at `start` is due (at
+    /// once without a rate, else at `start + seq / rate`). False, without
+    /// waiting, when it would be due at or after `deadline`.
+    pub async fn pace(&self, start: Instant, deadline: Instant, seq: usize) -> bool {
+        if let Some(rate) = self.rate {
+            let due = start + Duration::from_secs_f64(seq as f64 / rate);
+            if due >= deadline {
+                return false;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
+        true
+    }
 }
 
 /// The body of request `seq`: JSON of about `size` bytes with a unique id,

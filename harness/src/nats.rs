@@ -158,11 +158,6 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// The client port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// The server's pid (0 when not running).
     pub fn pid(&self) -> u32 {
         self.guard.as_ref().map_or(0, ChildGuard::pid)

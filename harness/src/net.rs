@@ -2,6 +2,7 @@
 //! the check that keeps every suite's traffic on 127.0.0.0/8.
 
 use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -28,4 +29,26 @@ pub fn ensure_loopback(addr: SocketAddr) -> Result<()> {
         bail!("{addr} is not a loopback address: the harness only uses 127.0.0.0/8");
     }
     Ok(())
+}
+
+/// Accepts connections on `listener` for ever, handing each one (with
+/// TCP_NODELAY) to `serve`; a failed accept is logged (as `who`) and
+/// retried after 10 ms.
+pub async fn accept_forever(
+    listener: tokio::net::TcpListener,
+    who: &str,
+    mut serve: impl FnMut(tokio::net::TcpStream),
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                serve(stream);
+            }
+            Err(e) => {
+                eprintln!("{who}: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
 }

@@ -226,11 +226,7 @@ pub fn find_child(pid: u32, needle: &str) -> Option<u32> {
 
 /// The last `lines` lines of a file, for error messages.
 pub fn tail(path: &Path, lines: usize) -> String {
-    tail_text(&std::fs::read_to_string(path).unwrap_or_default(), lines)
-}
-
-/// The last `lines` lines of `text`.
-pub fn tail_text(text: &str, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::load::now_us;
+use crate::net::accept_forever;
 use crate::wait::{eventually, DEADLINE};
 
 /// Longest request head accepted.
@@ -222,20 +223,13 @@ impl Receiver {
             script: Box::new(script),
         });
         let s = shared.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let (stream, _) = match listener.accept().await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        eprintln!("harness receiver: accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+        let task = tokio::spawn(accept_forever(
+            listener,
+            "harness receiver",
+            move |stream| {
                 tokio::spawn(connection(stream, s.clone()));
-            }
-        });
+            },
+        ));
         Ok(Receiver { addr, shared, task })
     }
 
