@@ -1,11 +1,11 @@
 //! Where Cargo keeps things, seen from the harness: the workspace root (for
-//! repository files such as `nats/cluster/` and `.tools/bin/`) and the
-//! target directory (for the suites' scratch and results files).
+//! repository files such as `.tools/bin/`) and the target directory (for
+//! the suites' scratch and results files).
 
 use std::path::{Path, PathBuf};
 
 /// The workspace root: the harness crate lives in `<root>/harness`.
-pub fn workspace_root() -> &'static Path {
+pub(crate) fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the harness crate lives inside the workspace")

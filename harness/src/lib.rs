@@ -9,6 +9,8 @@
 //! return an error with context where a suite reports instead of panicking.
 //! Nothing here talks to anything but loopback.
 
+#![warn(missing_docs)]
+
 pub mod args;
 pub mod cargo;
 pub mod check;

@@ -37,6 +37,13 @@ pub fn find_binary(flag: Option<PathBuf>) -> PathBuf {
     PathBuf::from("nats-server")
 }
 
+/// The last `lines` lines of the server's log file, for start errors.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// Where a server keeps its files: a temp dir of its own, or a directory
 /// the caller owns.
 enum Dir {
@@ -128,7 +135,7 @@ impl NatsServer {
             if let Some(status) = guard.exited() {
                 bail!(
                     "nats-server exited at start ({status}):\n{}",
-                    process::tail(&self.log(), 10)
+                    log_tail(&self.log(), 10)
                 );
             }
             if started.elapsed() > START_LIMIT {

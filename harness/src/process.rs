@@ -10,7 +10,6 @@
 //! the same way.
 
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -161,7 +160,7 @@ pub fn signal(pid: u32, sig: libc::c_int) -> Result<()> {
 }
 
 /// Whether `pid` exists and is not a zombie.
-pub fn alive(pid: u32) -> bool {
+fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
@@ -184,7 +183,7 @@ pub fn wait_gone(pid: u32, limit: Duration) -> bool {
 }
 
 /// A process's command line, arguments joined by spaces.
-pub fn cmdline(pid: u32) -> Option<String> {
+fn cmdline(pid: u32) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     Some(
         raw.split(|b| *b == 0)
@@ -222,11 +221,4 @@ pub fn find_child(pid: u32, needle: &str) -> Option<u32> {
         }
     }
     None
-}
-
-/// The last `lines` lines of a file, for error messages.
-pub fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -35,7 +35,7 @@ impl Raw {
 }
 
 /// The status code of an HTTP/1.x answer's first line.
-pub fn status_of(text: &str) -> Option<u16> {
+fn status_of(text: &str) -> Option<u16> {
     let line = text.lines().next()?;
     let mut parts = line.split(' ');
     if !parts.next()?.starts_with("HTTP/1.") {
