@@ -52,7 +52,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the scenarios (what `just bench` and `just bench-quick` do).
+    /// Run the scenarios (what `just bench` and `just bench-quick` do):
+    /// N=50,000 per scenario, or 2,000 with --quick, which fails on
+    /// correctness only; e2e-half needs e2e.
     Run(RunArgs),
     /// Bare hyper server answering 202 (started by `run`).
     Baseline(servers::BaselineArgs),
@@ -68,8 +70,7 @@ const SCENARIOS: &[&str] = &[
     "baseline", "floor", "ingest", "e2e", "e2e-half", "retries", "fan-in", "slow",
 ];
 
-/// `bench run`: --quick is N=2,000 per scenario, failing on correctness
-/// only; the default N is 50,000; e2e-half needs e2e.
+/// `bench run`'s options.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     #[command(flatten)]

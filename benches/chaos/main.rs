@@ -68,11 +68,12 @@ const SCENARIOS: &[&str] = &[
 #[derive(Debug, Parser)]
 #[command(name = "chaos", about = "Chaos suite of webhookd (loopback only)")]
 enum Cli {
-    /// Run the scenarios.
+    /// Run the scenarios (--quick: 1,000-1,500 webhooks per scenario, each
+    /// once).
     Run(RunArgs),
 }
 
-/// `chaos run`: --quick is 1,000-1,500 webhooks per scenario.
+/// `chaos run`'s options.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     #[command(flatten)]

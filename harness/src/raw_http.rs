@@ -19,11 +19,13 @@ pub enum Raw {
 
 impl Raw {
     /// Status and JSON body of an answer (Null when the body is not JSON);
-    /// panics if the server closed without one.
+    /// panics if the server closed without a whole answer head.
     pub fn json(&self) -> (u16, serde_json::Value) {
         match self {
             Raw::Answer(status, text) => {
-                let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+                let (_, body) = text
+                    .split_once("\r\n\r\n")
+                    .unwrap_or_else(|| panic!("no complete HTTP answer head: {text:?}"));
                 (
                     *status,
                     serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
