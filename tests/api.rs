@@ -2,17 +2,19 @@
 //! nats-server, a real SQLite file in a temp dir. Also the `webhookd` binary's
 //! `--check-config` and `--help`.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use webhookd::config::Config;
+use webhookd_harness::nats::NatsServer;
+use webhookd_harness::raw_http;
+use webhookd_harness::receiver::{Receiver, Reply};
+use webhookd_harness::server::{test_config, webhook_id, TestServer};
+use webhookd_harness::sqlite::{self, hold_write_lock};
+use webhookd_harness::wait::{eventually, DEADLINE};
 
 /// A target URL nothing listens on; never contacted (nothing is ingested
 /// for subscriptions pointing at it).
@@ -29,11 +31,11 @@ const SECRET: &str = "s3cr3t-value-0123456-wxyz";
 struct Env {
     server: TestServer,
     _dir: tempfile::TempDir,
-    _nats: TestNats,
+    _nats: NatsServer,
 }
 
 async fn start_with(tweak: impl FnOnce(&mut Config)) -> Env {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     tweak(&mut config);
@@ -73,7 +75,7 @@ fn assert_error(what: &str, got: &(u16, Value), status: u16, code: &str, field: 
 
 /// Rows in the `subscriptions` table of the server's SQLite file.
 fn subscription_rows(data_dir: &Path) -> Vec<(String, String, Option<String>, Option<String>)> {
-    let conn = rusqlite::Connection::open(data_dir.join("webhookd.db")).unwrap();
+    let conn = sqlite::read_only(&data_dir.join("webhookd.db")).unwrap();
     let mut stmt = conn
         .prepare("SELECT id, target_url, secret, events FROM subscriptions ORDER BY id")
         .unwrap();
@@ -93,33 +95,9 @@ fn timestamp(v: &Value) -> chrono::DateTime<chrono::Utc> {
 /// Sends `request` as is on a new connection and reads the answer until the
 /// server closes it (send `Connection: close`). Returns status and JSON body.
 async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, Value) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    // The server may answer and close before reading everything: a failed
-    // write is not the test's verdict, the answer is.
-    let _ = stream.write_all(request).await;
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "no complete answer within 20s");
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {head:?}"));
-    let value = serde_json::from_str(body).unwrap_or(Value::Null);
-    (status, value)
+    raw_http::exchange(addr, request, Duration::from_secs(20))
+        .await
+        .json()
 }
 
 /// A `Transfer-Encoding: chunked` POST (no Content-Length) of `chunks`.
@@ -1440,7 +1418,7 @@ fn help_lists_every_option_with_its_default() {
 /// the status is asked for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_right_after_ingest_finds_the_webhook() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     // Holds each delivery for a while: the status stays pending or delivering.

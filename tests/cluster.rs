@@ -2,15 +2,16 @@
 //! (stream replicas 3): one node is killed during deliveries, and every
 //! accepted webhook is still delivered.
 
-mod support;
-
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
-use support::*;
+use webhookd_harness::nats;
+use webhookd_harness::receiver::{Receiver, Reply};
+use webhookd_harness::server::{test_config, TestServer};
+use webhookd_harness::wait::{eventually, DEADLINE};
 
 /// The three nodes, started from the repository's configuration files with
 /// their relative store directories inside a temp dir.
@@ -25,7 +26,7 @@ impl Cluster {
         let conf_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("nats/cluster");
         let nodes = (1..=3)
             .map(|i| {
-                let child = Command::new(nats_server_bin())
+                let child = Command::new(nats::find_binary(None))
                     .arg("-c")
                     .arg(conf_dir.join(format!("n{i}.conf")))
                     // store_dir in the files is relative: keep it in the temp dir.

@@ -1,25 +1,16 @@
 //! Ingest → JetStream → delivery → attempt log, against a real nats-server,
 //! a real SQLite file and real receivers on loopback.
 
-mod support;
-
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
-use support::*;
-
-/// HMAC-SHA256, computed here independently of webhookd's signing module.
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = <Hmac<Sha256>>::new_from_slice(key).expect("any key length");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().to_vec()
-}
+use webhookd_harness::nats::NatsServer;
+use webhookd_harness::net::refused_url;
+use webhookd_harness::receiver::{assert_count_stays, Received, Receiver, Reply};
+use webhookd_harness::server::{test_config, webhook_id, TestServer};
+use webhookd_harness::sign::{hmac_sha256, inbound_signature};
 
 /// `sha256=<hex>` of a body, as a sender puts it in `X-Signature`.
 fn inbound_sig_str(secret: &str, body: &str) -> String {
@@ -50,7 +41,7 @@ fn attempt_numbers(status: &Value) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_attempt_success_is_logged_and_delivered_byte_for_byte() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let receiver = Receiver::ok().await;
@@ -98,14 +89,14 @@ async fn first_attempt_success_is_logged_and_delivered_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_failures_then_success_follow_the_schedule() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(dir.path(), Some(nats.url()));
     let steps = config.retry_schedule.delays().to_vec();
     assert_eq!(steps, [50, 100, 150].map(Duration::from_millis));
     let server = TestServer::start(config).await;
     let receiver = Receiver::scripted(|n, _| Reply {
-        body: "try later",
+        body: "try later".into(),
         ..Reply::status(if n < 2 { 500 } else { 200 })
     })
     .await;
@@ -163,7 +154,7 @@ async fn two_failures_then_success_follow_the_schedule() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn always_failing_receiver_gets_one_plus_schedule_attempts_then_nothing() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(dir.path(), Some(nats.url()));
     let schedule_len = config.retry_schedule.delays().len();
@@ -211,7 +202,7 @@ async fn always_failing_receiver_gets_one_plus_schedule_attempts_then_nothing() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_timeout_is_a_failed_attempt() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.delivery_timeout = Duration::from_millis(300);
@@ -251,7 +242,7 @@ async fn receiver_timeout_is_a_failed_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_refused_is_a_failed_attempt_each_time() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let target = refused_url();
@@ -284,7 +275,7 @@ async fn connection_refused_is_a_failed_attempt_each_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_lengthens_the_delay_up_to_the_largest_step() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.retry_schedule = "50ms,100ms,2s".parse().unwrap();
@@ -344,7 +335,7 @@ async fn retry_after_lengthens_the_delay_up_to_the_largest_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsubscribed_event_types_are_filtered_never_delivered() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let receiver = Receiver::ok().await;
@@ -391,7 +382,7 @@ async fn unsubscribed_event_types_are_filtered_never_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_signature_is_required_and_checked() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let receiver = Receiver::ok().await;
@@ -470,7 +461,7 @@ fn check_outbound_signature(r: &Received, key: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_deliveries_carry_standard_webhooks_signatures() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let receiver = Receiver::ok().await;
@@ -531,7 +522,7 @@ async fn outbound_deliveries_carry_standard_webhooks_signatures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_subscription_stops_its_retries() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.retry_schedule = "300ms,300ms,300ms,300ms".parse().unwrap();
@@ -575,7 +566,7 @@ async fn deleting_a_subscription_stops_its_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patched_target_url_receives_the_next_retry() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.retry_schedule = "300ms,300ms,300ms".parse().unwrap();
@@ -624,7 +615,7 @@ async fn patched_target_url_receives_the_next_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_idempotency_key_gives_one_webhook_and_one_delivery() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let receiver = Receiver::ok().await;

@@ -4,15 +4,16 @@
 //! lists its errors, and schemathesis (PyPI) fuzzes a real webhookd on
 //! 127.0.0.1 checking that answers are never 5xx and match the document.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::*;
 use webhookd::api::ops::OPENAPI;
 use webhookd::api::{Access, ROUTES};
+use webhookd_harness::nats::NatsServer;
+use webhookd_harness::receiver::Receiver;
+use webhookd_harness::server::{test_config, TestServer};
+use webhookd_harness::sign::inbound_signature;
 
 /// What CI must have for the fuzzing tests.
 const PIP_INSTALL: &str = "python3 -m pip install schemathesis";
@@ -84,7 +85,7 @@ fn refs(value: &Value, out: &mut Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn served_document_is_openapi_3() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let resp = server
@@ -327,7 +328,7 @@ async fn fuzz(server: &TestServer, config: &str, filters: &[&str], phases: &str)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_management_operations_match_the_document() {
     schemathesis().await;
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let receiver = Receiver::ok().await;
@@ -397,7 +398,7 @@ async fn schemathesis_management_operations_match_the_document() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_ingest_matches_the_document() {
     schemathesis().await;
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let receiver = Receiver::ok().await;

@@ -2,19 +2,21 @@
 //! `/readyz` — against a real nats-server, a real SQLite file, real
 //! receivers on loopback, and (for the logs) the real `webhookd` binary.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
-use support::process::WebhookdProcess;
-use support::*;
 use webhookd::metrics::Metrics;
 use webhookd::store::Store;
+use webhookd_harness::nats::NatsServer;
+use webhookd_harness::net::refused_url;
+use webhookd_harness::receiver::{fail_first, Receiver, Reply};
+use webhookd_harness::server::{test_config, webhook_id, TestServer};
+use webhookd_harness::sign::inbound_signature;
+use webhookd_harness::wait::{eventually, DEADLINE};
+use webhookd_harness::webhookd::Webhookd;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -332,7 +334,7 @@ async fn purge_of_200k_rows_runs_while_ingest_keeps_answering() {
     const OLD_WEBHOOKS: usize = 50_000;
     const MAX_POSTS: usize = 300;
 
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("webhookd.db");
     drop(Store::open(&db, 1).expect("open and migrate"));
@@ -472,20 +474,11 @@ async fn purge_of_200k_rows_runs_while_ingest_keeps_answering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_counters_move_as_webhooks_flow() {
     const N: usize = 12;
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     // Each webhook's first attempt fails, the second succeeds.
-    let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let script_seen = seen.clone();
-    let receiver = Receiver::scripted(move |_, req| {
-        let id = req.header("webhook-id").unwrap_or_default().to_string();
-        let mut seen = script_seen.lock().unwrap();
-        let n = seen.entry(id).or_default();
-        *n += 1;
-        Reply::status(if *n == 1 { 503 } else { 204 })
-    })
-    .await;
+    let receiver = Receiver::scripted(fail_first(Reply::status(503), Reply::status(204))).await;
     let sub = server
         .subscribe(json!({"target_url": receiver.url()}))
         .await;
@@ -553,7 +546,7 @@ async fn metrics_counters_move_as_webhooks_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_given_up_webhooks_and_pending_messages() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(dir.path(), Some(nats.url()));
     let attempts = config.retry_schedule.delays().len() + 1;
@@ -639,29 +632,23 @@ struct LogRun {
 /// signed (some failing), stops the process with SIGTERM and returns its
 /// stderr.
 async fn logging_run(extra: &[&str]) -> LogRun {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["--log", "debug", "--retry-schedule", "50ms,100ms"];
     args.extend_from_slice(extra);
-    let mut proc =
-        WebhookdProcess::spawn(&dir.path().join("data"), &args, &[("NATS_URL", nats.url())]);
+    let mut proc = Webhookd::new(env!("CARGO_BIN_EXE_webhookd"), &dir.path().join("data"))
+        .unwrap()
+        .args(&args)
+        .nats_url(nats.url());
+    proc.start_healthy().await.expect("webhookd healthy");
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    proc.wait_healthy(&http).await;
 
     // First attempt of each webhook fails with 500, the second succeeds.
-    let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let script_seen = seen.clone();
-    let receiver = Receiver::scripted(move |_, req| {
-        let id = req.header("webhook-id").unwrap_or_default().to_string();
-        let mut seen = script_seen.lock().unwrap();
-        let n = seen.entry(id).or_default();
-        *n += 1;
-        Reply {
-            body: "not yet",
-            ..Reply::status(if *n == 1 { 500 } else { 200 })
-        }
-    })
-    .await;
+    let not_yet = |status| Reply {
+        body: "not yet".into(),
+        ..Reply::status(status)
+    };
+    let receiver = Receiver::scripted(fail_first(not_yet(500), not_yet(200))).await;
 
     let mut forbidden = vec![SECRET.to_string()];
     let mut subs = Vec::new();
@@ -753,8 +740,8 @@ async fn logging_run(extra: &[&str]) -> LogRun {
         forbidden.push(b64);
     }
 
-    proc.sigterm();
-    let (status, log) = proc.wait_exit(Duration::from_secs(30)).await;
+    proc.sigterm().expect("SIGTERM");
+    let (status, log) = proc.wait_exit(Duration::from_secs(30)).await.unwrap();
     assert!(status.success(), "webhookd exited with {status}:\n{log}");
     LogRun {
         log,
@@ -865,7 +852,7 @@ async fn readyz(server: &TestServer) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_follows_nats_and_sqlite() {
-    let mut nats = TestNats::start();
+    let mut nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let (code, body) = readyz(&server).await;
@@ -873,7 +860,7 @@ async fn readyz_follows_nats_and_sqlite() {
     assert_eq!(body["status"], "ready");
 
     // NATS gone: not ready, and the answer says why.
-    nats.kill9();
+    nats.kill9().expect("kill nats-server");
     let body = eventually("readyz 503 without NATS", DEADLINE, || async {
         let (code, body) = readyz(&server).await;
         (code == 503).then_some(body)
@@ -887,7 +874,7 @@ async fn readyz_follows_nats_and_sqlite() {
     // /healthz is liveness only: still 200.
     assert_eq!(server.call("GET", "/healthz", None).await.0, 200);
 
-    nats.restart();
+    nats.restart().await.expect("restart nats-server");
     eventually("readyz 200 after NATS is back", DEADLINE, || async {
         (readyz(&server).await.0 == 200).then_some(())
     })

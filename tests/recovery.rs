@@ -2,15 +2,16 @@
 //! and started again on the same data, NATS unreachable at ingest. Every
 //! accepted webhook must still be delivered.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::*;
+use webhookd_harness::nats::NatsServer;
+use webhookd_harness::receiver::{Receiver, Reply};
+use webhookd_harness::server::{test_config, webhook_id, TestServer};
+use webhookd_harness::wait::{eventually, DEADLINE};
 
 /// Long enough for a redelivery after JetStream's ack wait (30 s at least,
 /// the consumer's `ack_wait`), which is what a NAK lost in a crash costs.
@@ -43,7 +44,7 @@ async fn wait_all_delivered(server: &TestServer, answered: &Answered, ids: &[Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_kill9_while_queued_and_retrying_loses_nothing() {
     let started = Instant::now();
-    let mut nats = TestNats::start();
+    let mut nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.retry_schedule = "1s".parse().unwrap();
@@ -87,13 +88,13 @@ async fn nats_kill9_while_queued_and_retrying_loses_nothing() {
         ids.push(webhook_id(&answer));
     }
     receiver.wait_for(6).await;
-    nats.kill9();
+    nats.kill9().expect("kill nats-server");
     let at_kill = seen.lock().unwrap().len();
     assert!(
         at_kill < ids.len(),
         "all {at_kill} webhooks were attempted before the kill: nothing was queued"
     );
-    nats.restart();
+    nats.restart().await.expect("restart nats-server");
 
     // Messages NAKed (or in flight) just before the kill lose their delay
     // and come back after the consumer's ack_wait (30 s at least): early,
@@ -112,7 +113,7 @@ async fn nats_kill9_while_queued_and_retrying_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhookd_restart_on_the_same_data_loses_nothing() {
     let started = Instant::now();
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.retry_schedule = "1s".parse().unwrap();
@@ -195,7 +196,7 @@ async fn readyz(server: &TestServer) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_down_means_503_at_ingest_and_not_ready() {
-    let mut nats = TestNats::start();
+    let mut nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let receiver = Receiver::ok().await;
@@ -204,7 +205,7 @@ async fn nats_down_means_503_at_ingest_and_not_ready() {
         .await;
     assert_eq!(readyz(&server).await, 200);
 
-    nats.kill9();
+    nats.kill9().expect("kill nats-server");
     eventually("/readyz to answer 503", DEADLINE, || async {
         (readyz(&server).await == 503).then_some(())
     })
@@ -228,7 +229,7 @@ async fn nats_down_means_503_at_ingest_and_not_ready() {
     // Not asserted either way: the async-nats client buffers the publish
     // made while disconnected and sends it after the reconnect, so the
     // webhook answered 503 above is usually delivered too (see the report).
-    nats.restart();
+    nats.restart().await.expect("restart nats-server");
     eventually("/readyz to answer 200", DEADLINE, || async {
         (readyz(&server).await == 200).then_some(())
     })

@@ -1,12 +1,13 @@
 //! Regressions found by the chaos suite (`just chaos`): each test pins one
 //! bug that suite found, in a form that runs in the normal test suite.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::*;
+use webhookd_harness::nats::NatsServer;
+use webhookd_harness::receiver::{assert_count_stays, Receiver, Reply};
+use webhookd_harness::server::{test_config, webhook_id, TestServer};
+use webhookd_harness::sqlite::hold_write_lock;
 
 /// Chaos scenario "SQLite disk full": while SQLite refused writes, every
 /// delivered attempt whose row could not be committed was NAKed and
@@ -21,7 +22,7 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempt_row_refused_by_sqlite_is_retried_not_redelivered() {
     let started = Instant::now();
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.delivery_timeout = Duration::from_secs(5);

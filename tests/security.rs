@@ -8,23 +8,22 @@
 //! Traffic goes to 127.0.0.1 only. Addresses in other ranges appear solely
 //! as target URLs that the API refuses without connecting anywhere.
 
-mod support;
-
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde_json::{json, Value};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use webhookd::api::{Access, ROUTES};
-use webhookd::config::Config;
 use webhookd::RunError;
+use webhookd_harness::nats::NatsServer;
+use webhookd_harness::raw_http::{exchange, read_one_answer, read_until_closed, Raw};
+use webhookd_harness::receiver::{assert_count_stays, Receiver};
+use webhookd_harness::server::{test_config, TestServer};
+use webhookd_harness::sign::inbound_signature;
 
 /// The API token of the tests that set one (at least 16 characters).
 const TOKEN: &str = "tok-0123456789abcdefghij";
@@ -89,88 +88,6 @@ async fn authed(
     (status, value)
 }
 
-/// How a raw exchange ended.
-#[derive(Debug)]
-enum Raw {
-    /// An answer arrived: status and the whole text received.
-    Answer(u16, String),
-    /// The server closed (EOF or reset) without a status line.
-    Closed,
-}
-
-/// Parses the status code of an HTTP/1.1 answer's first line.
-fn status_of(text: &str) -> Option<u16> {
-    let line = text.lines().next()?;
-    let mut parts = line.split(' ');
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
-    }
-    parts.next()?.parse().ok()
-}
-
-/// Reads until the server closes the connection (EOF or reset), at most
-/// `deadline`; panics when the connection is still open then.
-async fn read_until_closed(stream: &mut TcpStream, deadline: Duration) -> Raw {
-    let mut got = Vec::new();
-    let done = tokio::time::timeout(deadline, async {
-        let mut buf = [0u8; 8192];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(
-        done.is_ok(),
-        "the server kept the connection open past {deadline:?}"
-    );
-    let text = String::from_utf8_lossy(&got).into_owned();
-    match status_of(&text) {
-        Some(status) => Raw::Answer(status, text),
-        None => Raw::Closed,
-    }
-}
-
-/// Sends `request` on a new connection (a write the server cuts short is
-/// not an error here: its answer, or its closing, is the verdict) and reads
-/// until the server closes.
-async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Raw {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let _ = stream.write_all(request).await;
-    read_until_closed(&mut stream, Duration::from_secs(10)).await
-}
-
-/// Reads exactly one answer (head and a Content-Length body) from a
-/// keep-alive connection. Returns status and body; panics on EOF.
-async fn read_one_answer(stream: &mut TcpStream) -> (u16, Vec<u8>) {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = stream.read(&mut buf).await.expect("read");
-        assert!(n > 0, "connection closed before an answer: {got:?}");
-        got.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&got[..head_end]).into_owned();
-    let status = status_of(&head).unwrap_or_else(|| panic!("no status line in {head:?}"));
-    let len: usize = head
-        .to_ascii_lowercase()
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map(|v| v.trim().parse().expect("content-length"))
-        .unwrap_or(0);
-    while got.len() < head_end + len {
-        let n = stream.read(&mut buf).await.expect("read body");
-        assert!(n > 0, "connection closed inside the body");
-        got.extend_from_slice(&buf[..n]);
-    }
-    (status, got[head_end..head_end + len].to_vec())
-}
-
 /// `GET /healthz` on a fresh connection answers 200: the server still serves.
 async fn still_serves(server: &TestServer, after: &str) {
     let resp = server
@@ -180,76 +97,6 @@ async fn still_serves(server: &TestServer, after: &str) {
         .await
         .unwrap_or_else(|e| panic!("server unreachable after {after}: {e}"));
     assert_eq!(resp.status(), 200, "healthz after {after}");
-}
-
-/// webhookd started with `webhookd::run` on a listener of the test's choice.
-struct Running {
-    /// Loopback address to reach it (the listener may be on 0.0.0.0).
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), RunError>>>,
-}
-
-impl Running {
-    /// Runs webhookd on `listener` and waits until `/healthz` answers 200 on
-    /// 127.0.0.1 (probes close their connection, so they hold no slot).
-    async fn start(config: Config, listener: TcpListener) -> Running {
-        let port = listener.local_addr().unwrap().port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(webhookd::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        let running = Running {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        };
-        eventually("webhookd to answer /healthz", DEADLINE, || async {
-            let probe = tokio::time::timeout(Duration::from_secs(2), async {
-                let mut s = TcpStream::connect(addr).await.ok()?;
-                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-                    .await
-                    .ok()?;
-                let mut text = Vec::new();
-                s.read_to_end(&mut text).await.ok()?;
-                status_of(&String::from_utf8_lossy(&text))
-            });
-            match probe.await {
-                Ok(Some(200)) => Some(()),
-                _ => None,
-            }
-        })
-        .await;
-        running
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// Graceful shutdown; returns what `run` returned.
-    async fn stop(mut self) -> Result<(), RunError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let task = self.task.take().expect("running");
-        tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("webhookd did not stop within 30s")
-            .expect("webhookd task panicked")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
 }
 
 fn client() -> reqwest::Client {
@@ -296,7 +143,7 @@ fn body_for(method: &reqwest::Method, template: &str, target: &str) -> Option<Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn management_routes_need_the_token() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.api_token = Some(TOKEN.to_string());
@@ -522,7 +369,7 @@ async fn non_loopback_listener_without_token_is_refused_before_nats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_loopback_listener_starts_with_a_token_or_insecure_no_auth() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let http = client();
 
     // --insecure-no-auth: starts, and the management API is open.
@@ -530,7 +377,7 @@ async fn non_loopback_listener_starts_with_a_token_or_insecure_no_auth() {
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.api_token = None;
     config.insecure_no_auth = true;
-    let running = Running::start(config, TcpListener::bind("0.0.0.0:0").await.unwrap()).await;
+    let running = TestServer::start_on(config, TcpListener::bind("0.0.0.0:0").await.unwrap()).await;
     let resp = http
         .get(running.url("/subscriptions"))
         .send()
@@ -543,7 +390,7 @@ async fn non_loopback_listener_starts_with_a_token_or_insecure_no_auth() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.api_token = Some(TOKEN.to_string());
-    let running = Running::start(config, TcpListener::bind("0.0.0.0:0").await.unwrap()).await;
+    let running = TestServer::start_on(config, TcpListener::bind("0.0.0.0:0").await.unwrap()).await;
     let resp = http
         .get(running.url("/subscriptions"))
         .send()
@@ -585,7 +432,7 @@ const BLOCKED_TARGETS: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_target_urls_are_refused_by_the_api() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.allow_targets = None;
@@ -665,7 +512,7 @@ async fn blocked_target_urls_are_refused_by_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_to_a_blocked_target_fails_once_without_retry() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::ok().await;
 
@@ -786,7 +633,7 @@ async fn python_verifies(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outgoing_signatures_verify_with_the_standardwebhooks_package() {
     require_python_verifier().await;
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cases = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
@@ -916,7 +763,7 @@ async fn outgoing_signatures_verify_with_the_standardwebhooks_package() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_bodies_over_the_limit_get_413_early() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.max_body = 1024;
@@ -984,7 +831,7 @@ async fn ingest_bodies_over_the_limit_get_413_early() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_heads_are_refused_and_the_server_keeps_serving() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
 
@@ -998,7 +845,7 @@ async fn oversized_request_heads_are_refused_and_the_server_keeps_serving() {
         "a".repeat(100 * 1024)
     );
     for (what, request) in [("200 headers", many), ("a 100 KiB header", huge)] {
-        match raw_exchange(server.addr, request.as_bytes()).await {
+        match exchange(server.addr, request.as_bytes(), Duration::from_secs(10)).await {
             Raw::Answer(status, text) => assert!(
                 (400..500).contains(&status),
                 "{what}: answered {status}, expected a 4xx: {}",
@@ -1014,7 +861,7 @@ async fn oversized_request_heads_are_refused_and_the_server_keeps_serving() {
         fine.push_str(&format!("X-Header-{i}: v\r\n"));
     }
     fine.push_str("\r\n");
-    match raw_exchange(server.addr, fine.as_bytes()).await {
+    match exchange(server.addr, fine.as_bytes(), Duration::from_secs(10)).await {
         Raw::Answer(200, _) => {}
         other => panic!("20 headers were not served: {other:?}"),
     }
@@ -1030,7 +877,7 @@ async fn time_until_closed(stream: &mut TcpStream, since: Instant, deadline: Dur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off_after_the_header_read_timeout() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     let timeout = Duration::from_millis(500);
@@ -1106,14 +953,15 @@ async fn slow_clients_are_cut_off_after_the_header_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_wait_until_a_slot_frees() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.max_connections = 2;
     // Idle keep-alive connections are cut at the header read timeout: keep
     // it far above this test's duration.
     config.header_read_timeout = Duration::from_secs(60);
-    let running = Running::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+    let running =
+        TestServer::start_on(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
     let request = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
     let answer_within = Duration::from_secs(10);
 
@@ -1158,7 +1006,7 @@ async fn connections_beyond_the_cap_wait_until_a_slot_frees() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_ids_are_parsed_strictly() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let receiver = Receiver::ok().await;
@@ -1232,7 +1080,7 @@ async fn path_ids_are_parsed_strictly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deeply_nested_json_is_refused_without_harm() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let receiver = Receiver::ok().await;

@@ -3,18 +3,18 @@
 //! nothing, logs every answered attempt, refuses new ingest, exits 0, stops
 //! nats-server, and a restart on the same data delivers the rest.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
 use serde_json::{json, Value};
-use support::process::WebhookdProcess;
-use support::*;
+use webhookd_harness::process::all_processes;
+use webhookd_harness::receiver::{Receiver, Reply};
+use webhookd_harness::sqlite;
+use webhookd_harness::wait::{eventually, DEADLINE};
+use webhookd_harness::webhookd::Webhookd;
 
 /// Logged by webhookd once ingest answers 503 (after the shutdown token
 /// fired).
@@ -22,20 +22,10 @@ const SHUTDOWN_STARTED: &str = "shutdown started";
 
 /// Pids of running processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-        if cmdline.contains(needle) {
-            found.push((pid, cmdline));
-        }
-    }
-    found
+    all_processes()
+        .into_iter()
+        .filter(|(_, cmdline)| cmdline.contains(needle))
+        .collect()
 }
 
 /// Arrivals per webhook id at the receiver.
@@ -53,23 +43,16 @@ fn arrivals(receiver: &Receiver) -> HashMap<String, usize> {
 
 /// Successful attempt rows per webhook id in the SQLite file.
 fn success_rows(db: &Path) -> HashMap<String, usize> {
-    let conn = Connection::open(db).unwrap();
-    conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    let mut stmt = conn
-        .prepare(
-            "SELECT webhook_id, count(*) FROM delivery_attempts
-             WHERE outcome = 'success' GROUP BY webhook_id",
-        )
-        .unwrap();
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-        .unwrap()
-        .map(|r| {
-            let (id, n) = r.unwrap();
-            (id, n as usize)
-        })
-        .collect();
-    rows
+    let conn = sqlite::read_only(db).unwrap();
+    sqlite::pairs(
+        &conn,
+        "SELECT webhook_id, count(*) FROM delivery_attempts
+         WHERE outcome = 'success' GROUP BY webhook_id",
+    )
+    .unwrap()
+    .into_iter()
+    .map(|(id, n)| (id, n as usize))
+    .collect()
 }
 
 /// Arrivals at the receiver that have no attempt row (the request was
@@ -142,8 +125,10 @@ async fn sigterm_mid_burst_loses_nothing_and_stops_nats() {
     })
     .await;
 
-    let mut proc = WebhookdProcess::spawn(&data_dir, &args, &[]);
-    proc.wait_healthy(&http).await;
+    let mut proc = Webhookd::new(env!("CARGO_BIN_EXE_webhookd"), &data_dir)
+        .unwrap()
+        .args(&args);
+    proc.start_healthy().await.expect("webhookd healthy");
     // The embedded nats-server runs with its store under the data dir: the
     // /proc check below can see it.
     let nats_procs = processes_mentioning(&data_dir_str);
@@ -191,7 +176,7 @@ async fn sigterm_mid_burst_loses_nothing_and_stops_nats() {
 
     // A request whose head is only half sent when shutdown starts; the rest
     // follows after. Its handler necessarily runs after shutdown started.
-    let mut half = std::net::TcpStream::connect(("127.0.0.1", proc.port)).unwrap();
+    let mut half = std::net::TcpStream::connect(proc.addr).unwrap();
     half.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     half.write_all(format!("POST /ingest/{sub} HTTP/1.1\r\nhost: 127.0.0.1\r\n").as_bytes())
@@ -227,7 +212,7 @@ async fn sigterm_mid_burst_loses_nothing_and_stops_nats() {
         })
     };
     let sigterm_at = Instant::now();
-    proc.sigterm();
+    proc.sigterm().expect("SIGTERM");
 
     // The half-sent request completes once shutdown has started.
     eventually("`shutdown started` in the log", DEADLINE, || {
@@ -261,7 +246,7 @@ async fn sigterm_mid_burst_loses_nothing_and_stops_nats() {
         eprintln!("half-sent request: 503 shutting_down");
     }
 
-    let (status, log) = proc.wait_exit(Duration::from_secs(40)).await;
+    let (status, log) = proc.wait_exit(Duration::from_secs(40)).await.unwrap();
     let shutdown_took = sigterm_at.elapsed();
     assert!(status.success(), "webhookd exited with {status}:\n{log}");
     assert!(log.contains("embedded nats-server stopped"), "{log}");
@@ -331,8 +316,10 @@ async fn sigterm_mid_burst_loses_nothing_and_stops_nats() {
 
     // Restart on the same data: every accepted webhook arrives.
     let restarted_at = Instant::now();
-    let mut proc = WebhookdProcess::spawn(&data_dir, &args, &[]);
-    proc.wait_healthy(&http).await;
+    let mut proc = Webhookd::new(env!("CARGO_BIN_EXE_webhookd"), &data_dir)
+        .unwrap()
+        .args(&args);
+    proc.start_healthy().await.expect("webhookd healthy");
     eventually(
         "every accepted webhook at the receiver",
         // Room for one JetStream ack_wait (30 s) in case a message handed to
@@ -388,8 +375,8 @@ async fn sigterm_mid_burst_loses_nothing_and_stops_nats() {
     }
 
     // A second clean stop; every arrival over both runs is logged.
-    proc.sigterm();
-    let (status, log) = proc.wait_exit(Duration::from_secs(40)).await;
+    proc.sigterm().expect("SIGTERM");
+    let (status, log) = proc.wait_exit(Duration::from_secs(40)).await.unwrap();
     assert!(status.success(), "webhookd exited with {status}:\n{log}");
     let left = processes_mentioning(&data_dir_str);
     assert!(left.is_empty(), "processes left after exit: {left:?}");

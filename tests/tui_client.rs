@@ -1,14 +1,15 @@
 //! webhookd-tui's API client against a real webhookd (real nats-server,
 //! SQLite file, receiver): what the TUI shows is what the server says.
 
-mod support;
-
-use support::*;
+use webhookd_harness::nats::NatsServer;
+use webhookd_harness::receiver::Receiver;
+use webhookd_harness::server::{test_config, TestServer};
+use webhookd_harness::wait::{eventually, DEADLINE};
 use webhookd_tui::api::{ApiError, Client, NewSubscription, Outcome, SubscriptionPatch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tui_client_manages_subscriptions_and_reads_attempts() {
-    let nats = TestNats::start();
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(test_config(dir.path(), Some(nats.url()))).await;
     let receiver = Receiver::ok().await;

@@ -1,167 +1,21 @@
-//! The HTTP/1.1 client side: a single keep-alive connection ([`Conn`]) and
-//! the load generator, which runs C workers, each owning one pre-opened
-//! connection (a "pool" of exactly C connections, opened before the clock
-//! starts), taking request numbers from a shared counter until N are sent or
-//! the time limit passes. With a target rate, request `i` is sent no earlier
-//! than `start + i / rate`.
+//! The benchmark's load generator, on the harness's keep-alive [`Conn`]: C
+//! workers, each owning one pre-opened connection (a "pool" of exactly C
+//! connections, opened before the clock starts), take request numbers from
+//! a shared counter until N are sent or the time limit passes. With a
+//! target rate, request `i` is sent no earlier than `start + i / rate`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use anyhow::{Context, Result};
+use hyper::header::CONTENT_TYPE;
+use hyper::{Method, StatusCode};
 use tokio::task::JoinSet;
-
-use crate::procs::ensure_loopback;
-
-/// Waits until webhookd at `addr` answers `GET /readyz` with a 2xx.
-/// `exited` tells whether its process ended meanwhile; the tail of `log`
-/// goes into the error either way.
-pub async fn wait_ready(
-    addr: SocketAddr,
-    log: &std::path::Path,
-    limit: Duration,
-    mut exited: impl FnMut() -> Option<std::process::ExitStatus>,
-) -> Result<()> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(status) = exited() {
-            anyhow::bail!(
-                "webhookd exited ({status}) before it was ready:\n{}",
-                crate::procs::tail(log, 20)
-            );
-        }
-        if let Ok(mut conn) = Conn::connect(addr).await {
-            if let Ok((status, _)) = conn.get("/readyz").await {
-                if status.is_success() {
-                    return Ok(());
-                }
-            }
-        }
-        if Instant::now() > until {
-            anyhow::bail!(
-                "webhookd not ready within {limit:?}:\n{}",
-                crate::procs::tail(log, 20)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Time one request may take before it counts as an error.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time to open a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Microseconds since the Unix epoch (comparable across processes).
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// One HTTP/1.1 keep-alive connection.
-pub struct Conn {
-    sender: http1::SendRequest<Full<Bytes>>,
-    host: String,
-    driver: tokio::task::JoinHandle<()>,
-}
-
-impl Conn {
-    pub async fn connect(addr: SocketAddr) -> Result<Conn> {
-        ensure_loopback(addr)?;
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| anyhow!("connecting to {addr}: timed out"))?
-            .with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true)?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .with_context(|| format!("HTTP handshake with {addr}"))?;
-        let driver = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Conn {
-            sender,
-            host: addr.to_string(),
-            driver,
-        })
-    }
-
-    /// Sends one request and reads the whole answer.
-    pub async fn request(
-        &mut self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Bytes,
-    ) -> Result<(StatusCode, Bytes)> {
-        let call = async {
-            self.sender.ready().await?;
-            let mut req = Request::builder()
-                .method(method)
-                .uri(path)
-                .header(HOST, &self.host);
-            for (name, value) in headers {
-                req = req.header(*name, *value);
-            }
-            let resp = self.sender.send_request(req.body(Full::new(body))?).await?;
-            let status = resp.status();
-            let body = resp.into_body().collect().await?.to_bytes();
-            Ok::<_, anyhow::Error>((status, body))
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, call)
-            .await
-            .map_err(|_| anyhow!("no answer within {REQUEST_TIMEOUT:?}"))?
-    }
-
-    pub async fn get(&mut self, path: &str) -> Result<(StatusCode, Bytes)> {
-        self.request(Method::GET, path, &[], Bytes::new()).await
-    }
-
-    pub async fn post_json(&mut self, path: &str, body: String) -> Result<(StatusCode, Bytes)> {
-        self.request(
-            Method::POST,
-            path,
-            &[("content-type", "application/json")],
-            Bytes::from(body),
-        )
-        .await
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
-}
-
-/// What to load.
-#[derive(Debug, Clone)]
-pub struct LoadSpec {
-    /// Requests to send.
-    pub n: usize,
-    /// Connections (and requests in flight).
-    pub concurrency: usize,
-    /// Requests per second to aim at; None: as fast as answers come.
-    pub rate: Option<f64>,
-    /// No request is started after this much time.
-    pub max_time: Duration,
-    /// Distinguishes this run's ids.
-    pub tag: String,
-    /// Approximate size of each JSON body.
-    pub body_size: usize,
-}
+use webhookd_harness::client::Conn;
+use webhookd_harness::load::{body, now_us, Spec};
 
 /// What came of a load run.
 #[derive(Debug, Default)]
@@ -200,18 +54,6 @@ impl LoadResult {
     }
 }
 
-/// The body of request `seq`: JSON of about `size` bytes with a unique id
-/// and the send time.
-pub fn body(tag: &str, seq: usize, sent_us: u64, size: usize) -> Bytes {
-    let mut s = format!(
-        r#"{{"id":"{tag}-{seq:08}","seq":{seq},"sent_us":{sent_us},"type":"bench.event","data":{{"pad":""#
-    );
-    let pad = size.saturating_sub(s.len() + 3);
-    s.extend(std::iter::repeat_n('x', pad));
-    s.push_str("\"}}");
-    Bytes::from(s)
-}
-
 #[derive(Default)]
 struct WorkerOut {
     attempted: usize,
@@ -232,8 +74,9 @@ impl WorkerOut {
     }
 }
 
-/// POSTs `spec.n` webhooks to `addr`, request `i` to `paths[i % len]`.
-pub async fn run(addr: SocketAddr, paths: Arc<Vec<String>>, spec: &LoadSpec) -> Result<LoadResult> {
+/// POSTs `spec.n` webhooks to `addr`, request `i` to `spec.paths[i % len]`.
+pub async fn run(addr: SocketAddr, spec: &Spec) -> Result<LoadResult> {
+    let paths = spec.paths.clone();
     anyhow::ensure!(!paths.is_empty(), "no path to load");
     let mut conns = Vec::with_capacity(spec.concurrency);
     for _ in 0..spec.concurrency {
@@ -283,7 +126,7 @@ async fn worker(
     conn: Conn,
     next: Arc<AtomicUsize>,
     paths: Arc<Vec<String>>,
-    spec: Arc<LoadSpec>,
+    spec: Arc<Spec>,
     start: Instant,
     deadline: Instant,
 ) -> WorkerOut {
@@ -294,13 +137,9 @@ async fn worker(
         if seq >= spec.n {
             break;
         }
-        if let Some(rate) = spec.rate {
-            let due = start + Duration::from_secs_f64(seq as f64 / rate);
-            if due >= deadline {
-                out.timed_out = true;
-                break;
-            }
-            tokio::time::sleep_until(due.into()).await;
+        if !spec.pace(start, deadline, seq).await {
+            out.timed_out = true;
+            break;
         }
         if Instant::now() >= deadline {
             out.timed_out = true;

@@ -39,6 +39,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use webhookd_harness::args::{exit_code, subcommand_args, SuiteArgs};
+use webhookd_harness::cargo::target_dir;
+use webhookd_harness::wait::unless_interrupted;
 
 #[derive(Debug, Parser)]
 #[command(name = "bench", about = "Loopback benchmark of webhookd")]
@@ -49,7 +52,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the scenarios (what `just bench` and `just bench-quick` do).
+    /// Run the scenarios (what `just bench` and `just bench-quick` do):
+    /// N=50,000 per scenario, or 2,000 with --quick, which fails on
+    /// correctness only; e2e-half needs e2e.
     Run(RunArgs),
     /// Bare hyper server answering 202 (started by `run`).
     Baseline(servers::BaselineArgs),
@@ -65,27 +70,14 @@ const SCENARIOS: &[&str] = &[
     "baseline", "floor", "ingest", "e2e", "e2e-half", "retries", "fan-in", "slow",
 ];
 
+/// `bench run`'s options.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Correctness pass: N=2,000 per scenario; fails on correctness only.
-    #[arg(long)]
-    quick: bool,
-    /// Webhooks per scenario (default 50,000, or 2,000 with --quick).
-    #[arg(long)]
-    n: Option<usize>,
+    #[command(flatten)]
+    suite: SuiteArgs,
     /// Connections of the load generator (requests in flight).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// Run only these scenarios (comma-separated; e2e-half needs e2e).
-    #[arg(long, value_delimiter = ',')]
-    only: Vec<String>,
-    /// nats-server binary for webhookd's embedded server (else
-    /// NATS_SERVER_BIN, nats-server on PATH, /usr/sbin/nats-server).
-    #[arg(long, env = "WEBHOOKD_NATS_SERVER_BIN")]
-    nats_server_bin: Option<PathBuf>,
-    /// webhookd binary (default: the one Cargo built for this profile).
-    #[arg(long, default_value = env!("CARGO_BIN_EXE_webhookd"))]
-    webhookd_bin: PathBuf,
     /// webhookd's --delivery-concurrency.
     #[arg(long, default_value_t = 256)]
     delivery_concurrency: usize,
@@ -100,19 +92,13 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
-    // `cargo bench` appends `--bench`; `cargo test --all-targets` runs this
-    // binary with no arguments (or test filters): nothing to do then.
-    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
-    let known = [
-        "run", "baseline", "floor", "receiver", "help", "--help", "-h",
-    ];
-    if !args.get(1).is_some_and(|a| known.contains(&a.as_str())) {
-        println!(
-            "bench: nothing to run without a subcommand; use `just bench` or `just bench-quick` \
-             (cargo bench --bench bench -- run [--quick])"
-        );
+    let Some(args) = subcommand_args(
+        "bench",
+        &["run", "baseline", "floor", "receiver"],
+        "use `just bench` or `just bench-quick` (cargo bench --bench bench -- run [--quick])",
+    ) else {
         return ExitCode::SUCCESS;
-    }
+    };
     let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Run(args) => run(args),
@@ -120,68 +106,41 @@ fn main() -> ExitCode {
         Command::Floor(args) => servers::floor(args).map(|()| true),
         Command::Receiver(args) => servers::receiver(args).map(|()| true),
     };
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code("bench", result)
 }
 
 /// Runs the scenarios; Ok(false) when a correctness check failed.
 fn run(args: RunArgs) -> Result<bool> {
-    for name in &args.only {
-        if !SCENARIOS.contains(&name.as_str()) {
-            bail!("unknown scenario `{name}`; known: {}", SCENARIOS.join(", "));
-        }
-    }
+    let selected = args.suite.selected(SCENARIOS)?;
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
-    let mut sizes = scenarios::Sizes::new(args.quick, args.n);
+    let quick = args.suite.quick;
+    let mut sizes = scenarios::Sizes::new(quick, args.suite.n);
     if let Some(s) = args.idle_wait_s {
         sizes.idle_wait = std::time::Duration::from_secs(s.min(600));
     }
     let env = scenarios::Env {
-        quick: args.quick,
+        quick,
         sizes,
         concurrency: args.concurrency,
         delivery_concurrency: args.delivery_concurrency,
         self_exe: std::env::current_exe().context("finding the bench binary")?,
-        webhookd_bin: args.webhookd_bin.clone(),
-        nats_bin: procs::find_nats(args.nats_server_bin.clone()),
-        work_dir: procs::target_dir().join("bench").join("tmp"),
+        webhookd_bin: args.suite.webhookd_bin(env!("CARGO_BIN_EXE_webhookd"))?,
+        nats_bin: args.suite.nats_bin(),
+        work_dir: target_dir().join("bench").join("tmp"),
     };
-    if !env.webhookd_bin.exists() {
-        bail!(
-            "webhookd binary {} not found (cargo build --release --bin webhookd)",
-            env.webhookd_bin.display()
-        );
-    }
     let out = args.out.clone().unwrap_or_else(|| {
-        let file = if args.quick {
+        let file = if quick {
             "results-quick.json"
         } else {
             "results.json"
         };
-        procs::target_dir().join("bench").join(file)
+        target_dir().join("bench").join(file)
     });
-    let selected: Vec<&str> = SCENARIOS
-        .iter()
-        .copied()
-        .filter(|s| args.only.is_empty() || args.only.iter().any(|o| o == s))
-        .collect();
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(async {
-        tokio::select! {
-            r = report::run_all(&env, &selected, &out) => r,
-            _ = tokio::signal::ctrl_c() => bail!("interrupted; every process started was stopped"),
-        }
-    })
+    rt.block_on(unless_interrupted(report::run_all(&env, &selected, &out)))
 }

@@ -1,214 +1,44 @@
-//! Child processes of the benchmark and what is read about them in /proc.
-//!
-//! Every process the benchmark starts lives in a [`ChildGuard`]: dropping it
-//! (also on an error or a panic) sends SIGTERM, waits a bounded time, then
-//! SIGKILLs. Children also get `PR_SET_PDEATHSIG`, so they go when the
-//! benchmark itself is killed. webhookd's own child, the embedded
-//! nats-server, is tracked as a "follower": after webhookd is gone, a
-//! follower still alive (checked by pid *and* command line, against pid
-//! reuse) is stopped the same way.
+//! What the benchmark reads about its processes in /proc (memory, CPU
+//! time, load) and the one line its server processes announce themselves
+//! with. Starting and stopping them is the harness's
+//! [`ChildGuard`](webhookd_harness::process::ChildGuard).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
+use webhookd_harness::process::{all_processes, ChildGuard};
 
-/// A process started by the benchmark, stopped when dropped.
-pub struct ChildGuard {
-    name: String,
-    child: Option<Child>,
-    /// Processes started by the child (pid, a string their command line
-    /// contains), stopped after it.
-    followers: Vec<(u32, String)>,
-}
-
-impl ChildGuard {
-    /// Spawns `cmd` with stdin closed and a parent-death signal.
-    pub fn spawn(name: &str, cmd: &mut Command) -> Result<ChildGuard> {
-        cmd.stdin(Stdio::null());
-        // SAFETY: prctl(2) is async-signal-safe and the closure allocates
-        // nothing. PDEATHSIG fires when the spawning *thread* ends: children
-        // are spawned from the main thread or a runtime worker, both of which
-        // live as long as the benchmark.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
-        Ok(ChildGuard {
-            name: name.to_string(),
-            child: Some(child),
-            followers: Vec::new(),
-        })
-    }
-
-    /// The child's pid (0 once stopped).
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or(0)
-    }
-
-    /// Also stop `pid` (if its command line still contains `marker`) when
-    /// this child is stopped.
-    pub fn add_follower(&mut self, pid: u32, marker: &str) {
-        self.followers.push((pid, marker.to_string()));
-    }
-
-    /// The exit status if the child has exited.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-    }
-
-    /// Takes the child's stdout and reads its first line, which must be
-    /// `LISTENING <addr>`; bounded by `timeout`.
-    pub async fn read_listen_line(&mut self, timeout: Duration) -> Result<SocketAddr> {
-        let stdout = self
-            .child
-            .as_mut()
-            .and_then(|c| c.stdout.take())
-            .ok_or_else(|| anyhow!("{}: no stdout to read", self.name))?;
-        let read = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).map(|_| line)
-        });
-        let line = tokio::time::timeout(timeout, read)
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "{} did not report its address within {timeout:?}",
-                    self.name
-                )
-            })?
-            .context("reading a child's stdout")?
-            .with_context(|| format!("reading {}'s stdout", self.name))?;
-        line.trim()
-            .strip_prefix("LISTENING ")
-            .ok_or_else(|| anyhow!("{} said {line:?} instead of its address", self.name))?
-            .parse()
-            .with_context(|| format!("{}'s address {line:?}", self.name))
-    }
-
-    /// SIGTERM, up to `grace` to exit, then SIGKILL; then the followers.
-    /// Returns the child's exit status (None if it had to be killed or was
-    /// already stopped).
-    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
-        let mut status = None;
-        if let Some(mut child) = self.child.take() {
-            status = terminate(&mut child, grace);
-            if status.is_none() {
-                eprintln!("bench: {} did not stop within {grace:?}; killed", self.name);
-            }
-        }
-        for (pid, marker) in std::mem::take(&mut self.followers) {
-            stop_follower(pid, &marker, grace);
-        }
-        status
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.stop(Duration::from_secs(5));
-    }
-}
-
-fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
-    if let Ok(Some(status)) = child.try_wait() {
-        return Some(status);
-    }
-    // SAFETY: kill(2) on the pid of a child we have not reaped yet.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let until = Instant::now() + grace;
-    while Instant::now() < until {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
-
-/// Stops a process that is not our child (cannot be waited for): only while
-/// its command line still contains `marker`.
-fn stop_follower(pid: u32, marker: &str, grace: Duration) {
-    let alive = || cmdline(pid).is_some_and(|c| c.contains(marker)) && !is_zombie(pid);
-    if !alive() {
-        return;
-    }
-    // SAFETY: kill(2) on a pid whose command line we just checked.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
-    }
-    let until = Instant::now() + grace;
-    while Instant::now() < until {
-        if !alive() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if alive() {
-        eprintln!("bench: process {pid} ({marker}) did not stop; killed");
-        // SAFETY: as above.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGKILL);
-        }
-    }
-}
-
-/// A process's command line, arguments joined by spaces.
-pub fn cmdline(pid: u32) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    Some(
-        raw.split(|b| *b == 0)
-            .map(String::from_utf8_lossy)
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
-}
-
-/// Children of `pid` (over all its threads) whose command line contains
-/// `needle`.
-pub fn find_child(pid: u32, needle: &str) -> Option<u32> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    for task in tasks.flatten() {
-        let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
-            continue;
-        };
-        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-            if cmdline(child).is_some_and(|c| c.contains(needle)) {
-                return Some(child);
-            }
-        }
-    }
-    None
+/// Takes the child's stdout and reads its first line, which must be
+/// `LISTENING <addr>`; bounded by `timeout`.
+pub async fn read_listen_line(
+    guard: &mut ChildGuard,
+    name: &str,
+    timeout: Duration,
+) -> Result<SocketAddr> {
+    let stdout = guard
+        .child_mut()
+        .and_then(|c| c.stdout.take())
+        .ok_or_else(|| anyhow!("{name}: no stdout to read"))?;
+    let read = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| anyhow!("{name} did not report its address within {timeout:?}"))?
+        .context("reading a child's stdout")?
+        .with_context(|| format!("reading {name}'s stdout"))?;
+    line.trim()
+        .strip_prefix("LISTENING ")
+        .ok_or_else(|| anyhow!("{name} said {line:?} instead of its address"))?
+        .parse()
+        .with_context(|| format!("{name}'s address {line:?}"))
 }
 
 /// Resident set size now and at its peak (VmRSS, VmHWM), in KiB.
@@ -326,32 +156,11 @@ fn sample(procs: &[(String, u32)], peaks: &Mutex<HashMap<String, Peak>>) {
     }
 }
 
-/// A loopback port free right now (bound, read, released).
-pub fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
-    Ok(l.local_addr()?.port())
-}
-
-/// The last `lines` lines of a file, for error messages.
-pub fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 /// `uptime`'s load averages.
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
-}
-
-/// Refuses any address that is not loopback.
-pub fn ensure_loopback(addr: SocketAddr) -> Result<()> {
-    if !addr.ip().is_loopback() {
-        bail!("{addr} is not a loopback address: the benchmark only uses 127.0.0.0/8");
-    }
-    Ok(())
 }
 
 /// Removes data directories left in `dir` by an earlier run that was killed
@@ -361,15 +170,7 @@ pub fn remove_stale_dirs(dir: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let live: Vec<String> = std::fs::read_dir("/proc")
-        .map(|procs| {
-            procs
-                .flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                .filter_map(cmdline)
-                .collect()
-        })
-        .unwrap_or_default();
+    let live: Vec<String> = all_processes().into_iter().map(|(_, c)| c).collect();
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
@@ -382,34 +183,4 @@ pub fn remove_stale_dirs(dir: &Path, prefix: &str) {
         }
         let _ = std::fs::remove_dir_all(&path);
     }
-}
-
-/// Where `target/` is.
-pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-/// The nats-server binary: the flag, else `NATS_SERVER_BIN`, else the
-/// repository's `.tools/bin/nats-server`, else `nats-server` on PATH, else
-/// Debian's `/usr/sbin/nats-server`.
-pub fn find_nats(arg: Option<PathBuf>) -> PathBuf {
-    if let Some(bin) = arg.filter(|b| !b.as_os_str().is_empty()) {
-        return bin;
-    }
-    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN").filter(|b| !b.is_empty()) {
-        return PathBuf::from(bin);
-    }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/nats-server");
-    if local.exists() {
-        return local;
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("nats-server").exists()))
-        .unwrap_or(false);
-    if !on_path && std::path::Path::new("/usr/sbin/nats-server").exists() {
-        return PathBuf::from("/usr/sbin/nats-server");
-    }
-    PathBuf::from("nats-server")
 }

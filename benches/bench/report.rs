@@ -6,9 +6,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
+use webhookd_harness::check::Check;
 
 use crate::procs;
-use crate::scenarios::{self, Carry, Check, Env, Kind, Row};
+use crate::scenarios::{self, Carry, Env, Kind, Row};
 
 /// One target of the issue, measured.
 struct Target {

@@ -13,9 +13,15 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use tempfile::TempDir;
+use webhookd_harness::check::Check;
+use webhookd_harness::client::Conn;
+use webhookd_harness::load::Spec;
+use webhookd_harness::nats::NatsServer;
+use webhookd_harness::process::ChildGuard;
+use webhookd_harness::sqlite;
 
-use crate::load::{self, quantile, Conn, LoadResult, LoadSpec};
-use crate::procs::{self, ChildGuard, Peak, Rss, Sampler};
+use crate::load::{self, quantile, LoadResult};
+use crate::procs::{self, read_listen_line, Peak, Rss, Sampler};
 use crate::servers::{self, Mode, Record};
 
 /// Size of each webhook body.
@@ -98,13 +104,17 @@ pub struct Env {
     pub work_dir: PathBuf,
 }
 
-/// One correctness check.
-#[derive(Debug, Clone)]
-pub struct Check {
-    pub scenario: String,
-    pub name: String,
-    pub ok: bool,
-    pub detail: String,
+impl Env {
+    /// A fresh directory under the work directory, removed when dropped
+    /// (its name starts with `prefix`, which `remove_stale_dirs` knows).
+    fn data_dir(&self, prefix: &str) -> Result<TempDir> {
+        std::fs::create_dir_all(&self.work_dir)
+            .with_context(|| format!("creating {}", self.work_dir.display()))?;
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&self.work_dir)
+            .with_context(|| format!("creating a {prefix} directory"))
+    }
 }
 
 /// One line of the results table, and its JSON.
@@ -179,7 +189,7 @@ impl Receiver {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
         let mut guard = ChildGuard::spawn("receiver", &mut cmd)?;
-        let addr = guard.read_listen_line(Duration::from_secs(15)).await?;
+        let addr = read_listen_line(&mut guard, "receiver", Duration::from_secs(15)).await?;
         Ok(Receiver {
             guard,
             addr,
@@ -225,114 +235,53 @@ impl Receiver {
 /// A webhookd process with its own data directory and embedded nats-server.
 /// Field order matters: the process is stopped before the directory goes.
 struct Webhookd {
-    guard: ChildGuard,
-    addr: SocketAddr,
+    process: webhookd_harness::webhookd::Webhookd,
     nats_pid: Option<u32>,
-    log: PathBuf,
-    data: TempDir,
+    _data: TempDir,
 }
 
 impl Webhookd {
     async fn start(env: &Env, extra: &[String]) -> Result<Webhookd> {
-        let mut last_error = None;
-        // A port picked free can be taken before webhookd binds it: retry.
-        for _ in 0..3 {
-            match Webhookd::try_start(env, extra).await {
-                Ok(w) => return Ok(w),
-                Err(e) if format!("{e:#}").contains("cannot listen") => last_error = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow!("webhookd did not start")))
-    }
-
-    async fn try_start(env: &Env, extra: &[String]) -> Result<Webhookd> {
-        std::fs::create_dir_all(&env.work_dir)
-            .with_context(|| format!("creating {}", env.work_dir.display()))?;
-        let data = tempfile::Builder::new()
-            .prefix("webhookd-data-")
-            .tempdir_in(&env.work_dir)
-            .context("creating a data directory")?;
-        let port = procs::free_port()?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let log = data.path().join("webhookd.log");
-        let log_file = std::fs::File::create(&log).context("creating webhookd's log")?;
-        let mut cmd = Command::new(&env.webhookd_bin);
-        cmd.arg("--listen")
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(data.path())
-            .arg("--nats-server-bin")
-            .arg(&env.nats_bin)
-            .args(["--allow-targets", "127.0.0.0/8", "--log", "warn"])
-            .args(["--shutdown-timeout", "2s"])
-            .arg("--delivery-concurrency")
-            .arg(env.delivery_concurrency.to_string())
-            .args(extra)
-            .env_remove("NATS_URL")
-            .stdout(Stdio::null())
-            .stderr(log_file);
-        let guard = ChildGuard::spawn("webhookd", &mut cmd)?;
-        let mut w = Webhookd {
-            guard,
-            addr,
-            nats_pid: None,
-            log,
-            data,
-        };
-        w.wait_ready(Duration::from_secs(30)).await?;
-        let marker = w.data.path().to_string_lossy().into_owned();
-        w.nats_pid = procs::find_child(w.guard.pid(), &marker);
-        if let Some(pid) = w.nats_pid {
-            w.guard.add_follower(pid, &marker);
-        } else {
+        let data = env.data_dir("webhookd-data-")?;
+        let concurrency = env.delivery_concurrency.to_string();
+        let mut process =
+            webhookd_harness::webhookd::Webhookd::new(&env.webhookd_bin, data.path())?
+                .nats_server_bin(&env.nats_bin)
+                .args(&["--log", "warn", "--shutdown-timeout", "2s"])
+                .args(&["--delivery-concurrency", &concurrency])
+                .args(extra);
+        process.start().await?;
+        let nats_pid = process.nats_pid();
+        if nats_pid.is_none() {
             eprintln!(
                 "bench: warning: webhookd's nats-server child not found; its RSS is not measured"
             );
         }
-        Ok(w)
+        Ok(Webhookd {
+            process,
+            nats_pid,
+            _data: data,
+        })
     }
 
-    async fn wait_ready(&mut self, limit: Duration) -> Result<()> {
-        let (addr, log) = (self.addr, self.log.clone());
-        load::wait_ready(addr, &log, limit, || self.guard.exited()).await
+    fn addr(&self) -> SocketAddr {
+        self.process.addr
     }
 
     fn alive(&mut self) -> Result<()> {
-        match self.guard.exited() {
-            Some(status) => bail!(
-                "webhookd exited during the run ({status}):\n{}",
-                procs::tail(&self.log, 20)
-            ),
-            None => Ok(()),
-        }
+        self.process.ensure_alive()
     }
 
     /// Creates `count` subscriptions to `target`/hook/<k>; returns their ids.
     async fn subscribe(&self, target: SocketAddr, count: usize) -> Result<Vec<String>> {
-        let mut conn = Conn::connect(self.addr).await?;
-        let mut ids = Vec::with_capacity(count);
-        for k in 0..count {
-            let body = json!({"target_url": format!("http://{target}/hook/{k}")}).to_string();
-            let (status, answer) = conn.post_json("/subscriptions", body).await?;
-            if status.as_u16() != 201 {
-                bail!(
-                    "creating a subscription: {status} {}",
-                    String::from_utf8_lossy(&answer)
-                );
-            }
-            let v: Value = serde_json::from_slice(&answer)?;
-            let id = v["id"]
-                .as_str()
-                .ok_or_else(|| anyhow!("no id in {v}"))?
-                .to_string();
-            ids.push(id);
-        }
-        Ok(ids)
+        let targets: Vec<String> = (0..count)
+            .map(|k| format!("http://{target}/hook/{k}"))
+            .collect();
+        self.process.subscribe_all(&targets).await
     }
 
     fn procs(&self) -> Vec<(String, u32)> {
-        let mut p = vec![("webhookd".to_string(), self.guard.pid())];
+        let mut p = vec![("webhookd".to_string(), self.process.pid())];
         if let Some(pid) = self.nats_pid {
             p.push(("nats-server".to_string(), pid));
         }
@@ -342,24 +291,25 @@ impl Webhookd {
     /// SIGTERM and wait for the graceful stop (flushes the attempt writer).
     /// Returns whether it exited cleanly.
     fn stop(&mut self) -> bool {
-        matches!(self.guard.stop(Duration::from_secs(15)), Some(s) if s.success())
+        matches!(self.process.term(Duration::from_secs(15)), Ok((Some(s), _)) if s.success())
     }
 
-    fn db_path(&self) -> PathBuf {
-        self.data.path().join("webhookd.db")
+    fn db_path(&self) -> &Path {
+        &self.process.db
     }
 }
 
 // ------------------------------------------------------------------ helpers
 
-fn load_spec(env: &Env, tag: &str, n: usize, rate: Option<f64>) -> LoadSpec {
-    LoadSpec {
+fn load_spec(env: &Env, tag: &str, n: usize, rate: Option<f64>, paths: Arc<Vec<String>>) -> Spec {
+    Spec {
         n,
         concurrency: env.concurrency,
         rate,
         max_time: env.sizes.max_load,
         tag: tag.to_string(),
         body_size: BODY_SIZE,
+        paths,
     }
 }
 
@@ -563,24 +513,18 @@ struct DbCounts {
 }
 
 fn read_db(path: &Path) -> Result<DbCounts> {
-    let conn = rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("opening {}", path.display()))?;
-    let one = |sql: &str| -> Result<i64> {
-        conn.query_row(sql, [], |r| r.get(0))
-            .with_context(|| format!("running {sql}"))
-    };
+    let conn = sqlite::read_only(path)?;
     let groups = |sql: &str| -> Result<HashMap<String, i64>> {
-        let mut stmt = conn.prepare(sql)?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<HashMap<_, _>>>()?)
+        Ok(sqlite::pairs(&conn, sql)?.into_iter().collect())
     };
     Ok(DbCounts {
-        rows: one("SELECT count(*) FROM delivery_attempts")?,
-        webhooks_attempted: one("SELECT count(DISTINCT webhook_id) FROM delivery_attempts")?,
-        webhooks_not_two_rows: one(
+        rows: sqlite::count(&conn, "SELECT count(*) FROM delivery_attempts")?,
+        webhooks_attempted: sqlite::count(
+            &conn,
+            "SELECT count(DISTINCT webhook_id) FROM delivery_attempts",
+        )?,
+        webhooks_not_two_rows: sqlite::count(
+            &conn,
             "SELECT count(*) FROM (SELECT webhook_id FROM delivery_attempts
              GROUP BY webhook_id HAVING count(*) != 2)",
         )?,
@@ -599,7 +543,7 @@ pub async fn baseline(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> 
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let mut guard = ChildGuard::spawn("baseline", &mut cmd)?;
-    let addr = guard.read_listen_line(Duration::from_secs(15)).await?;
+    let addr = read_listen_line(&mut guard, "baseline", Duration::from_secs(15)).await?;
     let procs = vec![("baseline".to_string(), guard.pid()), generator()];
     let (load, peaks) = load_reference(env, "baseline", addr, &procs).await?;
     guard.stop(Duration::from_secs(5));
@@ -621,30 +565,16 @@ pub async fn baseline(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> 
 /// webhookd's), the ack awaited before the 202. DESIGN.md makes every
 /// webhookd ingest pay that; the rest is webhookd's own work.
 pub async fn floor(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Result<Row> {
-    std::fs::create_dir_all(&env.work_dir)
-        .with_context(|| format!("creating {}", env.work_dir.display()))?;
     // Declared first, removed last: after both processes stopped.
-    let store = tempfile::Builder::new()
-        .prefix("webhookd-data-floor-")
-        .tempdir_in(&env.work_dir)
-        .context("creating the floor's NATS store")?;
-    let port = procs::free_port()?;
-    let mut nats_cmd = Command::new(&env.nats_bin);
-    nats_cmd
-        .args(["-js", "-a", "127.0.0.1", "-p"])
-        .arg(port.to_string())
-        .arg("-sd")
-        .arg(store.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut nats = ChildGuard::spawn("nats-server", &mut nats_cmd)?;
+    let store = env.data_dir("webhookd-data-floor-")?;
+    let nats = NatsServer::start_in(&env.nats_bin, store.path()).await?;
     let mut cmd = Command::new(&env.self_exe);
     cmd.args(["floor", "--listen", "127.0.0.1:0", "--nats-url"])
-        .arg(format!("nats://127.0.0.1:{port}"))
+        .arg(nats.url())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let mut guard = ChildGuard::spawn("floor", &mut cmd)?;
-    let addr = guard.read_listen_line(Duration::from_secs(30)).await?;
+    let addr = read_listen_line(&mut guard, "floor", Duration::from_secs(30)).await?;
     let procs = vec![
         ("floor".to_string(), guard.pid()),
         ("nats-server".to_string(), nats.pid()),
@@ -652,7 +582,7 @@ pub async fn floor(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Res
     ];
     let (load, peaks) = load_reference(env, "floor", addr, &procs).await?;
     guard.stop(Duration::from_secs(5));
-    nats.stop(Duration::from_secs(5));
+    drop(nats);
     load_checks("floor", &load, checks);
     let rate = load.accepted_per_s();
     carry.floor_rate = Some(rate);
@@ -677,7 +607,7 @@ async fn load_reference(
     let paths = Arc::new(vec![
         "/ingest/01a226b1-c139-7356-95c3-dfee749c1717".to_string()
     ]);
-    let load = load::run(addr, paths, &load_spec(env, tag, env.sizes.n, None)).await?;
+    let load = load::run(addr, &load_spec(env, tag, env.sizes.n, None, paths)).await?;
     let peaks = sampler.finish(procs).await;
     Ok((load, peaks))
 }
@@ -720,8 +650,8 @@ pub async fn ingest(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Re
     procs.push(("receiver".to_string(), rx.pid()));
     procs.push(generator());
     let sampler = Sampler::start(procs.clone());
-    let spec = load_spec(env, "ingest", env.sizes.n, None);
-    let load = load::run(wh.addr, ingest_paths(&subs), &spec).await?;
+    let spec = load_spec(env, "ingest", env.sizes.n, None, ingest_paths(&subs));
+    let load = load::run(wh.addr(), &spec).await?;
     let peaks = sampler.finish(&procs).await;
     wh.alive()?;
     drop(rx); // held deliveries fail now; webhookd stops without waiting for them
@@ -821,7 +751,8 @@ pub async fn delivery(
     procs.push(("receiver".to_string(), rx.pid()));
     procs.push(generator());
     let sampler = Sampler::start(procs.clone());
-    let load = load::run(wh.addr, ingest_paths(&subs), &load_spec(env, name, n, rate)).await?;
+    let spec = load_spec(env, name, n, rate, ingest_paths(&subs));
+    let load = load::run(wh.addr(), &spec).await?;
     let complete = wait_delivered(env, &mut wh, &mut rx, load.accepted).await?;
     let peaks = sampler.finish(&procs).await;
     let mut idle: HashMap<String, Rss> = HashMap::new();
@@ -837,7 +768,7 @@ pub async fn delivery(
     wh.alive()?;
     let clean = wh.stop();
     drop(rx);
-    let db = read_db(&wh.db_path());
+    let db = read_db(wh.db_path());
     let d = analyze(&load, &records);
 
     load_checks(name, &load, checks);

@@ -2,8 +2,8 @@
 //! `bench floor`, `bench receiver`), each a separate process so its CPU use,
 //! scheduling and memory are its own, as the real parts would be.
 //!
-//! Both print `LISTENING <addr>` as their first stdout line and then serve
-//! until they are stopped, their parent dies (PDEATHSIG) or their maximum
+//! Each prints `LISTENING <addr>` as its first stdout line and then serves
+//! until it is stopped, its parent dies (PDEATHSIG) or its maximum
 //! lifetime passes.
 
 use std::collections::{HashMap, HashSet};
@@ -24,9 +24,8 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-
-use crate::load::now_us;
-use crate::procs::ensure_loopback;
+use webhookd_harness::net::{accept_forever, ensure_loopback};
+use webhookd_harness::receiver::{self, Options, Received, Receiver, Reply};
 
 /// webhookd's answer to an accepted webhook, byte for byte in size.
 const ACCEPTED: &[u8] =
@@ -107,6 +106,24 @@ fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime> {
     .context("starting the runtime")
 }
 
+/// Prints the address the parent waits for.
+fn announce(addr: SocketAddr) -> Result<()> {
+    let mut out = std::io::stdout();
+    writeln!(out, "LISTENING {addr}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Serves until `max_lifetime` has passed.
+async fn until_lifetime(serving: impl std::future::Future<Output = ()>, max_lifetime: Duration) {
+    tokio::select! {
+        () = serving => {}
+        () = tokio::time::sleep(max_lifetime) => {
+            eprintln!("bench server: maximum lifetime reached; exiting");
+        }
+    }
+}
+
 /// Binds, announces the address, and serves `handler` on every connection.
 fn serve<F, Fut>(
     rt: tokio::runtime::Runtime,
@@ -123,38 +140,20 @@ where
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
-        let mut out = std::io::stdout();
-        writeln!(out, "LISTENING {}", listener.local_addr()?)?;
-        out.flush()?;
-        let accept = async {
-            loop {
-                let (stream, _) = match listener.accept().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("bench server: accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let handler = handler.clone();
-                        async move { Ok::<_, Infallible>(handler(req).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+        announce(listener.local_addr()?)?;
+        let accept = accept_forever(listener, "bench server", |stream| {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(req).await) }
                 });
-            }
-        };
-        tokio::select! {
-            () = accept => {}
-            () = tokio::time::sleep(max_lifetime) => {
-                eprintln!("bench server: maximum lifetime reached; exiting");
-            }
-        }
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        });
+        until_lifetime(accept, max_lifetime).await;
         Ok(())
     })
 }
@@ -265,8 +264,6 @@ struct Arrival {
 #[derive(Default)]
 struct Recorded {
     arrivals: Vec<Arrival>,
-    /// webhook-ids answered at least once (fail-first mode).
-    seen: HashSet<String>,
     /// Request numbers answered 200.
     delivered: HashSet<i64>,
 }
@@ -277,9 +274,10 @@ struct Probe {
     sent_us: Option<u64>,
 }
 
-/// Runs the receiver: records every delivery's `webhook-id`, the `seq` and
-/// `sent_us` of its body and its arrival time, and answers per `--mode`.
-/// Single-threaded: it needs little CPU and leaves the rest to webhookd.
+/// Runs the receiver (the harness's, keeping counts only): records every
+/// delivery's `webhook-id`, the `seq` and `sent_us` of its body and its
+/// arrival time, and answers per `--mode`. Single-threaded: it needs little
+/// CPU and leaves the rest to webhookd.
 ///
 /// Control paths: `GET /_bench/count` (JSON counts), `GET /_bench/records`
 /// (one line per arrival: seq sent_us arrival_us status webhook_id).
@@ -287,73 +285,58 @@ pub fn receiver(args: ReceiverArgs) -> Result<()> {
     let state: Arc<Mutex<Recorded>> = Arc::default();
     let mode = args.mode;
     let delay = Duration::from_millis(args.delay_ms);
-    serve(
-        runtime(false)?,
-        args.listen,
-        Duration::from_secs(args.max_lifetime_s),
-        move |req: Request<Incoming>| {
-            let state = state.clone();
-            async move {
-                let arrival_us = now_us();
-                if req.uri().path().starts_with("/_bench/") {
-                    return control(&state, req.uri().path());
-                }
-                let webhook_id = req
-                    .headers()
-                    .get("webhook-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-")
-                    .to_string();
-                let body = req
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let probe = serde_json::from_slice::<Probe>(&body).ok();
-                let seq = probe.as_ref().and_then(|p| p.seq).unwrap_or(-1);
-                let sent_us = probe.as_ref().and_then(|p| p.sent_us).unwrap_or(0);
-                let status = match mode {
-                    Mode::Ok => StatusCode::OK,
-                    Mode::Delay => {
-                        tokio::time::sleep(delay).await;
-                        StatusCode::OK
-                    }
-                    Mode::FailFirst => {
-                        let first = state
-                            .lock()
-                            .map(|mut s| s.seen.insert(webhook_id.clone()))
-                            .unwrap_or(false);
-                        if first {
-                            StatusCode::INTERNAL_SERVER_ERROR
-                        } else {
-                            StatusCode::OK
-                        }
-                    }
-                };
-                if let Ok(mut s) = state.lock() {
-                    if status == StatusCode::OK {
-                        s.delivered.insert(seq);
-                    }
-                    s.arrivals.push(Arrival {
-                        seq,
-                        sent_us,
-                        arrival_us,
-                        status: status.as_u16(),
-                        webhook_id,
-                    });
-                }
-                let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
-                *resp.status_mut() = status;
-                resp
+    let ok = |status: u16| Reply {
+        body: "ok".into(),
+        ..Reply::status(status)
+    };
+    let fail_first = receiver::fail_first(ok(500), ok(200));
+    let script = move |n: usize, r: &Received| {
+        if r.path.starts_with("/_bench/") {
+            return control(&state, &r.path);
+        }
+        let probe = serde_json::from_slice::<Probe>(&r.body).ok();
+        let reply = match mode {
+            Mode::Ok => ok(200),
+            Mode::Delay => Reply { delay, ..ok(200) },
+            Mode::FailFirst => fail_first(n, r),
+        };
+        if let Ok(mut s) = state.lock() {
+            let seq = probe.as_ref().and_then(|p| p.seq).unwrap_or(-1);
+            if reply.status == 200 {
+                s.delivered.insert(seq);
             }
-        },
-    )
+            s.arrivals.push(Arrival {
+                seq,
+                sent_us: probe.as_ref().and_then(|p| p.sent_us).unwrap_or(0),
+                arrival_us: r.at_us,
+                status: reply.status,
+                webhook_id: r.webhook_id().to_string(),
+            });
+        }
+        reply
+    };
+    let options = Options {
+        listen: args.listen,
+        keep: false,
+    };
+    runtime(false)?.block_on(async move {
+        let rx = Receiver::start(options, script).await?;
+        announce(rx.addr)?;
+        until_lifetime(
+            std::future::pending(),
+            Duration::from_secs(args.max_lifetime_s),
+        )
+        .await;
+        Ok(())
+    })
 }
 
-fn control(state: &Mutex<Recorded>, path: &str) -> Response<Full<Bytes>> {
+fn control(state: &Mutex<Recorded>, path: &str) -> Reply {
     let Ok(s) = state.lock() else {
-        return Response::new(Full::new(Bytes::from_static(b"poisoned")));
+        return Reply {
+            body: "poisoned".into(),
+            ..Reply::status(500)
+        };
     };
     let body = match path {
         "/_bench/count" => {
@@ -377,12 +360,16 @@ fn control(state: &Mutex<Recorded>, path: &str) -> Response<Full<Bytes>> {
             text
         }
         _ => {
-            let mut resp = Response::new(Full::new(Bytes::from_static(b"unknown")));
-            *resp.status_mut() = StatusCode::NOT_FOUND;
-            return resp;
+            return Reply {
+                body: "unknown".into(),
+                ..Reply::status(404)
+            }
         }
     };
-    Response::new(Full::new(Bytes::from(body)))
+    Reply {
+        body,
+        ..Reply::status(200)
+    }
 }
 
 /// One line of `/_bench/records`.

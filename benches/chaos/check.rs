@@ -5,11 +5,14 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use webhookd_harness::check::Check;
+use webhookd_harness::receiver::{first_ok, Answer, Received};
+use webhookd_harness::sqlite;
+use webhookd_harness::webhookd::Lifecycle;
 
+use crate::faults::{Event, Fault};
 use crate::ingest::Post;
-use crate::receiver::{self, Answer, Arrival};
-use crate::services::{Event, Fault};
 
 /// The parts of the SQLite file the checks read.
 #[derive(Debug, Default)]
@@ -24,18 +27,13 @@ pub struct Db {
 impl Db {
     /// Reads the file read-only (webhookd may still run: WAL readers are fine).
     pub fn read(path: &Path) -> Result<Db> {
-        let conn = rusqlite::Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("opening {} read-only", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let conn = sqlite::read_only(path)?;
         let mut db = Db::default();
-        let mut stmt =
-            conn.prepare("SELECT webhook_id, attempt_number FROM delivery_attempts ORDER BY id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (id, a) = row?;
+        let attempts = sqlite::pairs(
+            &conn,
+            "SELECT webhook_id, attempt_number FROM delivery_attempts ORDER BY id",
+        )?;
+        for (id, a) in attempts {
             db.attempts.entry(id).or_default().push(a);
             db.rows += 1;
         }
@@ -65,29 +63,10 @@ impl Db {
     }
 
     fn count_status(path: &Path, ids: &HashSet<String>, condition: &str) -> Result<usize> {
-        let conn = rusqlite::Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mut stmt = conn.prepare(&format!("SELECT id FROM webhooks WHERE {condition}"))?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        let mut n = 0;
-        for id in rows {
-            if ids.contains(&id?) {
-                n += 1;
-            }
-        }
-        Ok(n)
+        let conn = sqlite::read_only(path)?;
+        let found = sqlite::texts(&conn, &format!("SELECT id FROM webhooks WHERE {condition}"))?;
+        Ok(found.iter().filter(|id| ids.contains(*id)).count())
     }
-}
-
-/// One named pass/fail check.
-#[derive(Debug, Clone)]
-pub struct Check {
-    pub name: String,
-    pub ok: bool,
-    pub detail: String,
 }
 
 /// One line of the table, with its checks and notes.
@@ -119,11 +98,7 @@ pub struct Row {
 
 impl Row {
     pub fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
-        self.checks.push(Check {
-            name: name.to_string(),
-            ok,
-            detail: detail.into(),
-        });
+        self.checks.push(Check::new(&self.name, name, ok, detail));
     }
 
     pub fn note(&mut self, text: impl Into<String>) {
@@ -166,13 +141,13 @@ pub const IN_FLIGHT_WINDOW_US: u64 = 5_000_000;
 pub fn judge(
     row: &mut Row,
     posts: &[Post],
-    arrivals: &[Arrival],
+    arrivals: &[Received],
     db: &Db,
     events: &[Event],
     drain_from_us: u64,
 ) {
     let accepted = accepted_ids(posts);
-    let first_ok = receiver::first_ok(arrivals);
+    let first_ok = first_ok(arrivals);
     row.posted = posts.len();
     row.accepted = accepted.len();
     row.delivered = accepted
@@ -182,12 +157,12 @@ pub fn judge(
     row.lost = row.accepted - row.delivered;
     row.unaccepted_delivered = first_ok.keys().filter(|id| !accepted.contains(*id)).count();
     let mut oks: HashMap<&str, usize> = HashMap::new();
-    let mut seen: HashMap<&str, Vec<&Arrival>> = HashMap::new();
+    let mut seen: HashMap<&str, Vec<&Received>> = HashMap::new();
     for a in arrivals {
         if a.answer.ok() {
-            *oks.entry(&a.webhook_id).or_default() += 1;
+            *oks.entry(a.webhook_id()).or_default() += 1;
         }
-        seen.entry(&a.webhook_id).or_default().push(a);
+        seen.entry(a.webhook_id()).or_default().push(a);
     }
     row.duplicates = oks.values().map(|n| n - 1).sum();
     row.seen = arrivals.len();
@@ -195,7 +170,7 @@ pub fn judge(
 
     let kills: Vec<u64> = events
         .iter()
-        .filter(|e| e.fault == Fault::WebhookdKill)
+        .filter(|e| e.fault == Fault::Webhookd(Lifecycle::Killed))
         .map(|e| e.at_us)
         .collect();
     let mut unexplained = Vec::new();

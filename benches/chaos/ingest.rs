@@ -1,4 +1,4 @@
-//! The load generator of the chaos suite, on the benchmark's keep-alive
+//! The load generator of the chaos suite, on the harness's keep-alive
 //! [`Conn`]: C workers post webhooks until N were sent or the time limit
 //! passed, and record every answer with its webhook id and times, so
 //! answers can be placed against fault windows afterwards.
@@ -14,27 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use hyper::Method;
-
-use crate::load::{body, now_us, Conn};
-
-/// What to post.
-#[derive(Debug, Clone)]
-pub struct Spec {
-    /// Requests to send.
-    pub n: usize,
-    /// Connections (requests in flight).
-    pub concurrency: usize,
-    /// Requests per second to aim at (None: as fast as answers come).
-    pub rate: Option<f64>,
-    /// No request starts after this much time.
-    pub max_time: Duration,
-    /// Distinguishes this load's bodies.
-    pub tag: String,
-    /// Approximate body size.
-    pub body_size: usize,
-    /// `/ingest/<subscription>` paths, used in turn.
-    pub paths: Arc<Vec<String>>,
-}
+use webhookd_harness::client::Conn;
+use webhookd_harness::load::{body, now_us, Spec};
 
 /// One request sent.
 #[derive(Debug, Clone)]
@@ -160,12 +141,8 @@ async fn worker(
         if seq >= spec.n {
             break;
         }
-        if let Some(rate) = spec.rate {
-            let due = start + Duration::from_secs_f64(seq as f64 / rate);
-            if due >= deadline {
-                break;
-            }
-            tokio::time::sleep_until(due.into()).await;
+        if !spec.pace(start, deadline, seq).await {
+            break;
         }
         let Some(c) = conn.as_mut() else { continue };
         let path = &spec.paths[seq % spec.paths.len()];

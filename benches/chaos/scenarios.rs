@@ -4,19 +4,25 @@
 //! load's answers, the receiver's records and the SQLite file.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tempfile::TempDir;
+use webhookd_harness::client::{answers_2xx, Conn};
+use webhookd_harness::load::{now_us, Spec};
+use webhookd_harness::nats::NatsServer;
+use webhookd_harness::process;
+use webhookd_harness::receiver::{first_ok, Answer, Receiver};
+use webhookd_harness::webhookd::{Lifecycle, Webhookd};
 
 use crate::check::{accepted_ids, check_succeeded, hist_text, judge, statuses_between, Db, Row};
-use crate::ingest::{Load, Post, Spec};
-use crate::load::{now_us, Conn};
-use crate::receiver::{Answer, Mode, Receiver};
+use crate::disk::{self, Tmpfs};
+use crate::faults::{self, Event, Fault};
+use crate::ingest::{Load, Post};
+use crate::receiver::{self, Mode};
 use crate::rng::Rng;
-use crate::services::{self, Event, Fault, Nats, Tmpfs, Webhookd};
 
 /// Size of each webhook body.
 const BODY_SIZE: usize = 400;
@@ -58,6 +64,14 @@ impl Env {
 
     fn rng(&self, salt: u64) -> Rng {
         Rng::new(self.seed ^ salt.wrapping_mul(0x2545_F491_4F6C_DD1D))
+    }
+
+    /// A webhookd (not started) on `data`, quiet but for warnings.
+    fn webhookd(&self, data: &Path, args: &[&str]) -> Result<Webhookd> {
+        Ok(Webhookd::new(&self.webhookd_bin, data)?
+            .nats_server_bin(&self.nats_bin)
+            .args(&["--log", "warn"])
+            .args(args))
     }
 
     fn spec(&self, tag: &str, n: usize, rate: Option<f64>, sub: &str) -> Spec {
@@ -157,15 +171,6 @@ fn last_answer_us(posts: &[Post]) -> u64 {
     posts.iter().map(|p| p.answered_us).max().unwrap_or(0)
 }
 
-fn last_event(events: &[Event], fault: Fault) -> u64 {
-    events
-        .iter()
-        .filter(|e| e.fault == fault)
-        .map(|e| e.at_us)
-        .max()
-        .unwrap_or(0)
-}
-
 /// Stops webhookd gracefully and records how that went.
 fn stop_clean(wh: &mut Webhookd, row: &mut Row) -> Result<()> {
     let (status, took) = wh.term(Duration::from_secs(40))?;
@@ -191,10 +196,30 @@ fn stop_and_judge(
 ) -> Result<()> {
     stop_clean(wh, row)?;
     let db = Db::read(&wh.db)?;
-    events.extend(wh.events.iter().copied());
-    judge(row, posts, &rx.arrivals(), &db, &events, drain_from);
+    events.extend(faults::of_webhookd(wh));
+    judge(row, posts, &rx.received(), &db, &events, drain_from);
     check_succeeded(row, posts, &db);
     Ok(())
+}
+
+/// Ends a scenario whose faults were done to webhookd itself: waits for the
+/// end of the load and for every accepted webhook's delivery, then stops
+/// webhookd and judges the run, the drain counted from webhookd's last
+/// `since` step (or the load's last answer, if later). Returns the posts.
+async fn finish_and_judge(
+    wh: &mut Webhookd,
+    rx: &Receiver,
+    load: Load,
+    row: &mut Row,
+    since: Lifecycle,
+) -> Result<Vec<Post>> {
+    let posts = load.finish(LOAD_LIMIT).await?;
+    let accepted = accepted_ids(&posts);
+    wait_all_ok(wh, rx, &accepted, DELIVERY_LIMIT, row).await?;
+    let drain_from =
+        faults::last(&faults::of_webhookd(wh), Fault::Webhookd(since)).max(last_answer_us(&posts));
+    stop_and_judge(wh, row, &posts, rx, Vec::new(), drain_from)?;
+    Ok(posts)
 }
 
 /// Random points of a load, as fractions in (lo, hi), sorted, apart by
@@ -221,17 +246,10 @@ pub async fn webhookd_kill9(env: &Env) -> Result<Row> {
         ..Row::default()
     };
     let dir = env.tempdir("kill9")?;
-    let rx = Receiver::start(Mode::Ok, env.seed).await?;
-    let mut wh = Webhookd::new(
-        &env.webhookd_bin,
-        &env.nats_bin,
-        dir.path(),
-        None,
-        None,
-        &["--delivery-timeout", "5s"],
-    )?;
+    let rx = receiver::start(Mode::Ok, env.seed, Duration::ZERO).await?;
+    let mut wh = env.webhookd(dir.path(), &["--delivery-timeout", "5s"])?;
     wh.start().await?;
-    let sub = wh.subscribe(rx.addr).await?;
+    let sub = wh.subscribe(&rx.url()).await?;
     let n = env.n(20_000, 1_500);
     let rate = env.pick(2_000.0, 300.0);
     let load = Load::start(wh.addr, env.spec("kill9", n, Some(rate), &sub));
@@ -255,11 +273,7 @@ pub async fn webhookd_kill9(env: &Env) -> Result<Row> {
             t0.elapsed().as_secs_f64()
         ));
     }
-    let posts = load.finish(LOAD_LIMIT).await?;
-    let accepted = accepted_ids(&posts);
-    wait_all_ok(&mut wh, &rx, &accepted, DELIVERY_LIMIT, &mut row).await?;
-    let drain_from = last_event(&wh.events, Fault::WebhookdStarted).max(last_answer_us(&posts));
-    stop_and_judge(&mut wh, &mut row, &posts, &rx, Vec::new(), drain_from)?;
+    finish_and_judge(&mut wh, &rx, load, &mut row, Lifecycle::Started).await?;
     row.check(
         "three kills during the ingest",
         kills == 3,
@@ -290,16 +304,16 @@ pub async fn nats_kill9(env: &Env, embedded: bool) -> Result<Row> {
     let mut nats = if embedded {
         None
     } else {
-        Some(Nats::start(&env.nats_bin, &dir.path().join("nats")).await?)
+        Some(NatsServer::start_in(&env.nats_bin, &dir.path().join("nats")).await?)
     };
-    let rx = Receiver::start(Mode::FailFirst, env.seed).await?;
+    let mut events: Vec<Event> = Vec::new();
+    if nats.is_some() {
+        events.push(Event::now(Fault::NatsStarted));
+    }
+    let rx = receiver::start(Mode::FailFirst, env.seed, Duration::ZERO).await?;
     let retry = Duration::from_secs(3);
-    let mut wh = Webhookd::new(
-        &env.webhookd_bin,
-        &env.nats_bin,
+    let mut wh = env.webhookd(
         &dir.path().join("data"),
-        None,
-        nats.as_ref().map(Nats::url),
         &[
             "--retry-schedule",
             "3s",
@@ -309,13 +323,15 @@ pub async fn nats_kill9(env: &Env, embedded: bool) -> Result<Row> {
             "5s",
         ],
     )?;
+    if let Some(nats) = &nats {
+        wh = wh.nats_url(nats.url());
+    }
     std::fs::create_dir_all(&wh.data_dir)?;
     wh.start().await?;
-    let sub = wh.subscribe(rx.addr).await?;
+    let sub = wh.subscribe(&rx.url()).await?;
     let n = env.n(10_000, 1_500);
     let rate = env.pick(1_000.0, 250.0);
     let down = env.pick(Duration::from_secs(5), Duration::from_secs(3));
-    let mut events: Vec<Event> = Vec::new();
     let mut windows: Vec<Window> = Vec::new();
 
     let load = Load::start(wh.addr, env.spec("nats", n, Some(rate), &sub));
@@ -336,16 +352,16 @@ pub async fn nats_kill9(env: &Env, embedded: bool) -> Result<Row> {
     // Retries pending now: webhooks whose first attempt failed and whose
     // retry (3 s later) has not come yet.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let before = rx.arrivals();
+    let before = rx.received();
     let ok_before: HashSet<String> = before
         .iter()
         .filter(|a| a.answer.ok())
-        .map(|a| a.webhook_id.clone())
+        .map(|a| a.webhook_id().to_string())
         .collect();
     let pending: HashSet<String> = before
         .iter()
-        .filter(|a| a.answer == Answer::Status(500) && !ok_before.contains(&a.webhook_id))
-        .map(|a| a.webhook_id.clone())
+        .filter(|a| a.answer == Answer::Status(500) && !ok_before.contains(a.webhook_id()))
+        .map(|a| a.webhook_id().to_string())
         .collect();
     let w = kill_nats(
         &mut wh,
@@ -363,7 +379,7 @@ pub async fn nats_kill9(env: &Env, embedded: bool) -> Result<Row> {
     let drain_from = windows[1].ready.max(last_answer_us(&posts));
     wh.ensure_alive()?;
     stop_and_judge(&mut wh, &mut row, &posts, &rx, events, drain_from)?;
-    let arrivals = rx.arrivals();
+    let arrivals = rx.received();
 
     // Ingest while the server was down (202s there are counted and must be
     // delivered), and until webhookd was ready again (503s expected).
@@ -374,7 +390,7 @@ pub async fn nats_kill9(env: &Env, embedded: bool) -> Result<Row> {
         .filter(|(k, _)| k.starts_with("503"))
         .map(|(_, n)| n)
         .sum::<usize>();
-    let first_ok = crate::receiver::first_ok(&arrivals);
+    let first_ok = first_ok(&arrivals);
     let undelivered: Vec<&String> = during
         .iter()
         .filter(|id| !first_ok.contains_key(*id))
@@ -414,7 +430,7 @@ pub async fn nats_kill9(env: &Env, embedded: bool) -> Result<Row> {
             first_ok.get(id),
             arrivals
                 .iter()
-                .find(|a| &a.webhook_id == id)
+                .find(|a| a.webhook_id() == id)
                 .map(|a| a.at_us),
         ) {
             if ok.saturating_sub(first) > retry.as_micros() as u64 + 10_000_000 {
@@ -450,7 +466,7 @@ struct Window {
 /// ready again.
 async fn kill_nats(
     wh: &mut Webhookd,
-    nats: Option<&mut Nats>,
+    nats: Option<&mut NatsServer>,
     down: Duration,
     events: &mut Vec<Event>,
     row: &mut Row,
@@ -461,9 +477,10 @@ async fn kill_nats(
         Some(nats) => {
             nats.kill9()?;
             killed_at = now_us();
+            events.push(Event::now(Fault::NatsKill));
             tokio::time::sleep(down).await;
             nats.restart().await?;
-            events.append(&mut nats.events);
+            events.push(Event::now(Fault::NatsStarted));
             row.note(format!(
                 "nats-server killed {when}, restarted after {:.1}s",
                 down.as_secs_f64()
@@ -473,10 +490,7 @@ async fn kill_nats(
             let old = wh
                 .nats_pid()
                 .context("webhookd's nats-server child not found")?;
-            // SAFETY: kill(2) on the pid found under /proc as webhookd's child.
-            unsafe {
-                libc::kill(old as libc::pid_t, libc::SIGKILL);
-            }
+            process::signal(old, libc::SIGKILL)?;
             killed_at = now_us();
             events.push(Event {
                 at_us: killed_at,
@@ -498,10 +512,7 @@ async fn kill_nats(
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             wh.track_nats();
-            events.push(Event {
-                at_us: now_us(),
-                fault: Fault::NatsStarted,
-            });
+            events.push(Event::now(Fault::NatsStarted));
             row.note(format!(
                 "embedded nats-server killed {when}; webhookd restarted it (pid {old} -> {new}) in {:.2}s",
                 t0.elapsed().as_secs_f64()
@@ -513,7 +524,7 @@ async fn kill_nats(
     let until = Instant::now() + Duration::from_secs(30);
     while Instant::now() < until {
         wh.ensure_alive()?;
-        if ready(wh).await {
+        if answers_2xx(wh.addr, "/readyz").await {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -540,13 +551,6 @@ fn nats_listening(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-async fn ready(wh: &Webhookd) -> bool {
-    match Conn::connect(wh.addr).await {
-        Ok(mut c) => matches!(c.get("/readyz").await, Ok((s, _)) if s.is_success()),
-        Err(_) => false,
-    }
-}
-
 // ------------------------------------------------------ 4. bad receivers
 
 /// A receiver failing half the requests at random, or closing connections
@@ -561,15 +565,11 @@ pub async fn bad_receiver(env: &Env, mode: Mode) -> Result<Row> {
         ..Row::default()
     };
     let dir = env.tempdir("bad-receiver")?;
-    let rx = Receiver::start(mode, env.seed ^ (mode as u64) << 32).await?;
+    let rx = receiver::start(mode, env.seed ^ (mode as u64) << 32, Duration::ZERO).await?;
     let schedule = ["100ms", "200ms", "400ms"];
     let max_attempts = schedule.len() + 1;
-    let mut wh = Webhookd::new(
-        &env.webhookd_bin,
-        &env.nats_bin,
+    let mut wh = env.webhookd(
         dir.path(),
-        None,
-        None,
         &[
             "--retry-schedule",
             &schedule.join(","),
@@ -578,7 +578,7 @@ pub async fn bad_receiver(env: &Env, mode: Mode) -> Result<Row> {
         ],
     )?;
     wh.start().await?;
-    let sub = wh.subscribe(rx.addr).await?;
+    let sub = wh.subscribe(&rx.url()).await?;
     let n = env.n(5_000, 1_500);
     let load = Load::start(wh.addr, env.spec("bad", n, None, &sub));
     let posts = load.finish(LOAD_LIMIT).await?;
@@ -598,10 +598,10 @@ pub async fn bad_receiver(env: &Env, mode: Mode) -> Result<Row> {
     let finished_us = now_us();
 
     // Every accepted webhook through the API.
-    let arrivals = rx.arrivals();
+    let arrivals = rx.received();
     let mut seen: HashMap<&str, (usize, usize)> = HashMap::new();
     for a in &arrivals {
-        let e = seen.entry(&a.webhook_id).or_default();
+        let e = seen.entry(a.webhook_id()).or_default();
         e.0 += 1;
         if a.answer.ok() {
             e.1 += 1;
@@ -671,7 +671,14 @@ pub async fn bad_receiver(env: &Env, mode: Mode) -> Result<Row> {
     stop_clean(&mut wh, &mut row)?;
     let db = Db::read(&wh.db)?;
     // Lost here means: neither delivered nor failed past its schedule.
-    judge(&mut row, &posts, &arrivals, &db, &wh.events, load_end);
+    judge(
+        &mut row,
+        &posts,
+        &arrivals,
+        &db,
+        &faults::of_webhookd(&wh),
+        load_end,
+    );
     row.checks.retain(|c| c.name != "no accepted webhook lost");
     row.lost = accepted.len() - succeeded - failed;
     row.drain_s = Some(finished_us.saturating_sub(load_end) as f64 / 1e6);
@@ -748,26 +755,16 @@ pub async fn disk_full(env: &Env) -> Result<Row> {
     Ok(row)
 }
 
-async fn disk_full_inner(
-    env: &Env,
-    dir: &std::path::Path,
-    tmpfs: &Tmpfs,
-    row: &mut Row,
-) -> Result<()> {
-    let rx = Receiver::start(Mode::Ok, env.seed).await?;
+async fn disk_full_inner(env: &Env, dir: &Path, tmpfs: &Tmpfs, row: &mut Row) -> Result<()> {
+    let rx = receiver::start(Mode::Ok, env.seed, Duration::ZERO).await?;
     let data = dir.join("data");
     std::fs::create_dir_all(&data)?;
     let db_path = tmpfs.dir.join("webhookd.db");
-    let mut wh = Webhookd::new(
-        &env.webhookd_bin,
-        &env.nats_bin,
-        &data,
-        Some(&db_path),
-        None,
-        &["--delivery-timeout", "5s"],
-    )?;
+    let mut wh = env
+        .webhookd(&data, &["--delivery-timeout", "5s"])?
+        .database(&db_path);
     wh.start().await?;
-    let sub = wh.subscribe(rx.addr).await?;
+    let sub = wh.subscribe(&rx.url()).await?;
     let n = env.n(6_000, 1_500);
     let rate = env.pick(300.0, 150.0);
     // Full run: longer than the ack wait (30 s), so a held message must be
@@ -779,7 +776,7 @@ async fn disk_full_inner(
     // Fill the file system while webhooks flow.
     let filler = tmpfs.dir.join("filler");
     let full_at = now_us();
-    let filled = services::fill_until_enospc(&filler)?;
+    let filled = disk::fill_until_enospc(&filler)?;
     let mut events = vec![Event {
         at_us: full_at,
         fault: Fault::DiskFull,
@@ -844,7 +841,7 @@ async fn disk_full_inner(
         if alive {
             "alive".to_string()
         } else {
-            format!("exited:\n{}", crate::procs::tail(&wh.log, 20))
+            format!("exited:\n{}", wh.lines().tail(20))
         },
     );
     if !alive {
@@ -909,7 +906,7 @@ async fn disk_full_inner(
         hist_text(&readyz),
         rows_full
     ));
-    let log = std::fs::read_to_string(&wh.log).unwrap_or_default();
+    let log = wh.log();
     let not_logged = log.matches("attempt not logged").count();
     let not_written = log.matches("webhook row not written at ingest").count();
     row.note(format!(
@@ -935,18 +932,10 @@ pub async fn sigterm(env: &Env) -> Result<Row> {
         ..Row::default()
     };
     let dir = env.tempdir("sigterm")?;
-    let rx = Receiver::start(Mode::Ok, env.seed).await?;
-    rx.set_delay(Duration::from_millis(20));
-    let mut wh = Webhookd::new(
-        &env.webhookd_bin,
-        &env.nats_bin,
-        dir.path(),
-        None,
-        None,
-        &["--delivery-timeout", "5s"],
-    )?;
+    let rx = receiver::start(Mode::Ok, env.seed, Duration::from_millis(20)).await?;
+    let mut wh = env.webhookd(dir.path(), &["--delivery-timeout", "5s"])?;
     wh.start().await?;
-    let sub = wh.subscribe(rx.addr).await?;
+    let sub = wh.subscribe(&rx.url()).await?;
     let n = env.n(10_000, 1_500);
     let load = Load::start(wh.addr, env.spec("term", n, None, &sub));
     let at = (env.rng(6).range_f64(0.3, 0.6) * n as f64) as usize;
@@ -965,11 +954,7 @@ pub async fn sigterm(env: &Env) -> Result<Row> {
         took.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     ));
-    let posts = load.finish(LOAD_LIMIT).await?;
-    let accepted = accepted_ids(&posts);
-    wait_all_ok(&mut wh, &rx, &accepted, DELIVERY_LIMIT, &mut row).await?;
-    let drain_from = last_event(&wh.events, Fault::WebhookdStarted).max(last_answer_us(&posts));
-    stop_and_judge(&mut wh, &mut row, &posts, &rx, Vec::new(), drain_from)?;
+    let posts = finish_and_judge(&mut wh, &rx, load, &mut row, Lifecycle::Started).await?;
     let (hist, _) = statuses_between(&posts, 0, u64::MAX);
     row.note(format!("ingest answers: {}", hist_text(&hist)));
     Ok(row)
@@ -989,36 +974,25 @@ pub async fn sigstop(env: &Env) -> Result<Row> {
         ..Row::default()
     };
     let dir = env.tempdir("sigstop")?;
-    let rx = Receiver::start(Mode::Ok, env.seed).await?;
     // Deliveries take a while: some are in flight at the stop.
-    rx.set_delay(Duration::from_millis(50));
-    let mut wh = Webhookd::new(
-        &env.webhookd_bin,
-        &env.nats_bin,
-        dir.path(),
-        None,
-        None,
-        &["--delivery-timeout", timeout],
-    )?;
+    let rx = receiver::start(Mode::Ok, env.seed, Duration::from_millis(50)).await?;
+    let mut wh = env.webhookd(dir.path(), &["--delivery-timeout", timeout])?;
     wh.start().await?;
-    let sub = wh.subscribe(rx.addr).await?;
+    let sub = wh.subscribe(&rx.url()).await?;
     let n = env.n(5_000, 1_000);
     let rate = env.pick(500.0, 200.0);
     let load = Load::start(wh.addr, env.spec("stop", n, Some(rate), &sub));
     let at = (env.rng(7).range_f64(0.3, 0.5) * n as f64) as usize;
     load.progress.wait_done(at, &load.task, LOAD_LIMIT).await;
     let seen_at_stop = rx.count();
-    wh.stop_signal()?;
+    wh.sigstop()?;
     tokio::time::sleep(stop_for).await;
     let seen_while_stopped = rx.count() - seen_at_stop;
     wh.cont()?;
-    let posts = load.finish(LOAD_LIMIT).await?;
-    let accepted = accepted_ids(&posts);
-    wait_all_ok(&mut wh, &rx, &accepted, DELIVERY_LIMIT, &mut row).await?;
-    let drain_from = last_event(&wh.events, Fault::WebhookdCont).max(last_answer_us(&posts));
-    stop_and_judge(&mut wh, &mut row, &posts, &rx, Vec::new(), drain_from)?;
-    let stop_at = last_event(&wh.events, Fault::WebhookdStop);
-    let cont_at = last_event(&wh.events, Fault::WebhookdCont);
+    let posts = finish_and_judge(&mut wh, &rx, load, &mut row, Lifecycle::Continued).await?;
+    let events = faults::of_webhookd(&wh);
+    let stop_at = faults::last(&events, Fault::Webhookd(Lifecycle::Stopped));
+    let cont_at = faults::last(&events, Fault::Webhookd(Lifecycle::Continued));
     let (hist, _) = statuses_between(&posts, stop_at, cont_at + 2_000_000);
     row.note(format!(
         "stopped after {at} posts with --delivery-timeout {timeout} (ack wait 30 s); \

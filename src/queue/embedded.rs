@@ -225,8 +225,9 @@ fn command(spec: &Spec, port: Option<u16>, log_file: &Path) -> Command {
 }
 
 /// The client port from a ports file (`{"nats": ["nats://127.0.0.1:4222"]}`
-/// on 2.9, `"client"` on some newer servers).
-fn read_port(path: &Path) -> Option<u16> {
+/// on 2.9, `"client"` on some newer servers). Public for the test harness,
+/// which starts nats-server the same way.
+pub fn read_port(path: &Path) -> Option<u16> {
     let text = std::fs::read_to_string(path).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     let urls = value.get("nats").or_else(|| value.get("client"))?;

@@ -27,35 +27,27 @@
 //! guard and, as a backstop, lives in a mount namespace private to this
 //! process, so it disappears with it whatever happens.
 //!
-//! Reuses the benchmark's `procs` (process guards, free ports, /proc) and
-//! `load` (HTTP/1.1 keep-alive client, bodies) modules as they are.
+//! The processes, the receiver, the clients and the SQLite reader are the
+//! harness's (`webhookd-harness`); this suite keeps its scenarios, its
+//! load generator and its report.
 
-#[allow(dead_code)]
-#[path = "bench/load.rs"]
-mod load;
-#[allow(dead_code)]
-#[path = "bench/procs.rs"]
-mod procs;
-
-#[path = "chaos/check.rs"]
 mod check;
-#[path = "chaos/ingest.rs"]
+mod disk;
+mod faults;
 mod ingest;
-#[path = "chaos/receiver.rs"]
 mod receiver;
-#[path = "chaos/rng.rs"]
 mod rng;
-#[path = "chaos/scenarios.rs"]
 mod scenarios;
-#[path = "chaos/services.rs"]
-mod services;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use webhookd_harness::args::{exit_code, subcommand_args, SuiteArgs};
+use webhookd_harness::cargo::target_dir;
+use webhookd_harness::load::now_us;
+use webhookd_harness::wait::unless_interrupted;
 
 use crate::check::Row;
 use crate::receiver::Mode;
@@ -76,93 +68,54 @@ const SCENARIOS: &[&str] = &[
 #[derive(Debug, Parser)]
 #[command(name = "chaos", about = "Chaos suite of webhookd (loopback only)")]
 enum Cli {
-    /// Run the scenarios.
+    /// Run the scenarios (--quick: 1,000-1,500 webhooks per scenario, each
+    /// once).
     Run(RunArgs),
 }
 
+/// `chaos run`'s options.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Reduced run for CI: 1,000-1,500 webhooks per scenario.
-    #[arg(long)]
-    quick: bool,
-    /// Webhooks per scenario (overrides the defaults).
-    #[arg(long)]
-    n: Option<usize>,
-    /// Run only these scenarios (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    only: Vec<String>,
+    #[command(flatten)]
+    suite: SuiteArgs,
     /// Seed of the fault moments and the receiver's coin (default: time).
     #[arg(long)]
     seed: Option<u64>,
     /// Connections of the load generator.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// nats-server binary (else NATS_SERVER_BIN, .tools/bin, PATH, /usr/sbin).
-    #[arg(long, env = "WEBHOOKD_NATS_SERVER_BIN")]
-    nats_server_bin: Option<PathBuf>,
-    /// webhookd binary (default: the one Cargo built for this profile).
-    #[arg(long, default_value = env!("CARGO_BIN_EXE_webhookd"))]
-    webhookd_bin: PathBuf,
 }
 
 fn main() -> ExitCode {
-    // `cargo bench` appends `--bench`; `cargo test --all-targets` runs this
-    // binary without a subcommand: nothing to do then.
-    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
-    if !args
-        .get(1)
-        .is_some_and(|a| ["run", "help", "--help", "-h"].contains(&a.as_str()))
-    {
-        println!(
-            "chaos: nothing to run without a subcommand; use `just chaos` or `just chaos-quick` \
-             (cargo bench --bench chaos -- run [--quick])"
-        );
+    let Some(args) = subcommand_args(
+        "chaos",
+        &["run"],
+        "use `just chaos` or `just chaos-quick` (cargo bench --bench chaos -- run [--quick])",
+    ) else {
         return ExitCode::SUCCESS;
-    }
+    };
     let Cli::Run(args) = Cli::parse_from(args);
     // Before any thread exists: mounts made from now on are private to this
     // process and vanish with it.
-    let private_mounts = services::private_mount_namespace();
-    match run(args, private_mounts) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("chaos: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let private_mounts = disk::private_mount_namespace();
+    exit_code("chaos", run(args, private_mounts))
 }
 
 fn run(args: RunArgs, private_mounts: bool) -> Result<bool> {
-    for name in &args.only {
-        if !SCENARIOS.contains(&name.as_str()) {
-            bail!("unknown scenario `{name}`; known: {}", SCENARIOS.join(", "));
-        }
-    }
-    if !args.webhookd_bin.exists() {
-        bail!(
-            "webhookd binary {} not found (cargo build --release --bin webhookd)",
-            args.webhookd_bin.display()
-        );
-    }
+    let selected = args.suite.selected(SCENARIOS)?;
     let seed = args
         .seed
-        .unwrap_or_else(|| load::now_us() ^ u64::from(std::process::id()));
+        .unwrap_or_else(|| now_us() ^ u64::from(std::process::id()));
     let env = Env {
-        quick: args.quick,
+        quick: args.suite.quick,
         seed,
-        n: args.n,
+        n: args.suite.n,
         concurrency: args.concurrency.max(1),
-        webhookd_bin: args.webhookd_bin.clone(),
-        nats_bin: procs::find_nats(args.nats_server_bin.clone()),
-        work_dir: procs::target_dir().join("chaos").join("tmp"),
+        webhookd_bin: args.suite.webhookd_bin(env!("CARGO_BIN_EXE_webhookd"))?,
+        nats_bin: args.suite.nats_bin(),
+        work_dir: target_dir().join("chaos").join("tmp"),
         ci: std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
     };
-    let selected: Vec<&str> = SCENARIOS
-        .iter()
-        .copied()
-        .filter(|s| args.only.is_empty() || args.only.iter().any(|o| o == s))
-        .collect();
     println!(
         "chaos: {} run, seed {seed}, webhookd {}, nats-server {}, scenarios: {}{}",
         if env.quick { "quick" } else { "full" },
@@ -187,15 +140,14 @@ fn run(args: RunArgs, private_mounts: bool) -> Result<bool> {
         .build()
         .context("starting the runtime")?;
     let started = Instant::now();
-    let rows = rt.block_on(async {
-        tokio::select! {
-            r = tokio::time::timeout(watchdog, run_all(&env, &selected)) => match r {
-                Ok(rows) => Ok(rows),
-                Err(_) => bail!("the suite did not finish within {watchdog:?}; every process was stopped"),
-            },
-            _ = tokio::signal::ctrl_c() => bail!("interrupted; every process started was stopped"),
+    let rows = rt.block_on(unless_interrupted(async {
+        match tokio::time::timeout(watchdog, run_all(&env, &selected)).await {
+            Ok(rows) => Ok(rows),
+            Err(_) => {
+                bail!("the suite did not finish within {watchdog:?}; every process was stopped")
+            }
         }
-    })?;
+    }))?;
     rt.shutdown_timeout(Duration::from_secs(5));
     let wall = started.elapsed();
     print_table(&rows, wall);
@@ -248,12 +200,7 @@ async fn run_all(env: &Env, selected: &[&str]) -> Vec<Row> {
 
 fn print_row_details(row: &Row) {
     for c in &row.checks {
-        eprintln!(
-            "chaos:   [{}] {}: {}",
-            if c.ok { "ok" } else { "FAIL" },
-            c.name,
-            c.detail
-        );
+        eprintln!("chaos:   {}", c.line());
     }
     for n in &row.notes {
         eprintln!("chaos:   note: {n}");
