@@ -4,6 +4,7 @@
 use webhookd_harness::nats::NatsServer;
 use webhookd_harness::receiver::Receiver;
 use webhookd_harness::server::{test_config, TestServer};
+use webhookd_harness::sign::inbound_signature;
 use webhookd_harness::wait::{eventually, DEADLINE};
 use webhookd_tui::api::{ApiError, Client, NewSubscription, Outcome, SubscriptionPatch};
 

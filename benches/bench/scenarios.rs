@@ -562,7 +562,7 @@ pub async fn baseline(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> 
 
 /// The JetStream floor: the baseline plus a publish to a file-storage
 /// stream on its own nats-server (fresh store on the same disk as
-/// webhookd's), the ack awaited before the 202. DESIGN.md makes every
+/// webhookd's), the ack awaited before the 202. Keeping "202 = stored" makes every
 /// webhookd ingest pay that; the rest is webhookd's own work.
 pub async fn floor(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Result<Row> {
     // Declared first, removed last: after both processes stopped.

@@ -42,7 +42,7 @@ pub struct BaselineArgs {
     pub max_lifetime_s: u64,
 }
 
-/// `bench floor`: the bare baseline plus what DESIGN.md requires before a
+/// `bench floor`: the bare baseline plus what webhookd promises before a
 /// 202: the body stored in JetStream and the store acknowledged.
 #[derive(Debug, clap::Args)]
 pub struct FloorArgs {
