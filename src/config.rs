@@ -63,6 +63,36 @@ pub struct Config {
     #[arg(long, env = "WEBHOOKD_DELIVERY_CONCURRENCY", default_value_t = 256)]
     pub delivery_concurrency: usize,
 
+    /// Attempts one subscription may have in flight at most. While other
+    /// subscriptions have work waiting, its fair share of the delivery
+    /// concurrency can be lower.
+    #[arg(long, env = "WEBHOOKD_SUBSCRIPTION_CONCURRENCY", default_value_t = 64)]
+    pub subscription_concurrency: usize,
+
+    /// Consecutive failed attempts (timeouts, connection errors, 5xx, 408,
+    /// 429) that open a subscription's circuit; 0 never opens it.
+    #[arg(long, env = "WEBHOOKD_CIRCUIT_FAILURES", default_value_t = 5)]
+    pub circuit_failures: u32,
+
+    /// How long an open circuit waits before its first probe; doubles each
+    /// time a probe fails.
+    #[arg(long, env = "WEBHOOKD_CIRCUIT_COOLDOWN", default_value = "30s", value_parser = parse_duration)]
+    pub circuit_cooldown: Duration,
+
+    /// Longest cool-down of an open circuit.
+    #[arg(long, env = "WEBHOOKD_CIRCUIT_COOLDOWN_MAX", default_value = "5m", value_parser = parse_duration)]
+    pub circuit_cooldown_max: Duration,
+
+    /// No successful delivery for this long disables the subscription
+    /// (0: never).
+    #[arg(long, env = "WEBHOOKD_DISABLE_AFTER", default_value = "24h", value_parser = parse_duration)]
+    pub disable_after: Duration,
+
+    /// Random spread of each retry delay, as a fraction: 0.2 is ±20%
+    /// (0: exact delays).
+    #[arg(long, env = "WEBHOOKD_RETRY_JITTER", default_value_t = 0.2)]
+    pub retry_jitter: f64,
+
     /// Messages the consumer may hold unacknowledged, including those waiting
     /// for a retry delay; bounds the work JetStream hands out.
     #[arg(long, env = "WEBHOOKD_MAX_ACK_PENDING", default_value_t = 50_000)]
@@ -212,6 +242,15 @@ impl Config {
                 "delivery_concurrency",
                 self.delivery_concurrency.to_string(),
             ),
+            (
+                "subscription_concurrency",
+                self.subscription_concurrency.to_string(),
+            ),
+            ("circuit_failures", self.circuit_failures.to_string()),
+            ("circuit_cooldown", d(self.circuit_cooldown)),
+            ("circuit_cooldown_max", d(self.circuit_cooldown_max)),
+            ("disable_after", d(self.disable_after)),
+            ("retry_jitter", self.retry_jitter.to_string()),
             ("max_ack_pending", self.max_ack_pending.to_string()),
             ("ack_wait", d(self.ack_wait())),
             ("retention", d(self.retention)),
@@ -260,6 +299,18 @@ impl Config {
         }
         if self.delivery_concurrency == 0 || self.delivery_concurrency > 10_000 {
             return err("--delivery-concurrency", "must be between 1 and 10000");
+        }
+        if self.subscription_concurrency == 0 {
+            return err("--subscription-concurrency", "must be at least 1");
+        }
+        if self.circuit_cooldown.is_zero() || self.circuit_cooldown_max < self.circuit_cooldown {
+            return err(
+                "--circuit-cooldown",
+                "must be greater than zero and at most --circuit-cooldown-max",
+            );
+        }
+        if !(0.0..=0.5).contains(&self.retry_jitter) {
+            return err("--retry-jitter", "must be between 0 and 0.5");
         }
         if self.max_ack_pending < self.delivery_concurrency as i64 {
             return err(
@@ -324,6 +375,11 @@ impl RetrySchedule {
         &self.0
     }
 
+    /// All delays together: how long a webhook may wait for its retries.
+    pub fn span(&self) -> Duration {
+        self.0.iter().sum()
+    }
+
     /// The longest delay; a receiver's Retry-After is capped at it.
     pub fn max_delay(&self) -> Duration {
         self.0.iter().copied().max().unwrap_or_default()
@@ -359,6 +415,9 @@ impl fmt::Display for RetrySchedule {
 /// Parses `500ms`, `10s`, `1m`, `72h` (a whole number and one unit).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
     let split = s
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("`{s}` has no unit: write e.g. 500ms, 10s, 1m or 72h"))?;
@@ -391,6 +450,19 @@ pub fn format_duration(d: Duration) -> String {
         }
     }
     format!("{ms}ms")
+}
+
+impl Config {
+    /// The circuit breaker's and throttle's settings.
+    pub fn health_settings(&self) -> crate::health::HealthSettings {
+        crate::health::HealthSettings {
+            cap: self.subscription_concurrency,
+            failures: self.circuit_failures,
+            cooldown: self.circuit_cooldown,
+            cooldown_max: self.circuit_cooldown_max,
+            disable_after: self.disable_after,
+        }
+    }
 }
 
 /// Parses `512`, `64KiB`, `1MiB`, `1GiB` (also KB/MB/GB as powers of 1000).

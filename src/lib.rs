@@ -33,6 +33,7 @@ pub mod api;
 pub mod cache;
 pub mod config;
 pub mod delivery;
+pub mod health;
 pub mod ids;
 pub mod metrics;
 pub mod purge;
@@ -54,6 +55,7 @@ use crate::cache::SubscriptionCache;
 use crate::config::{Config, ConfigError};
 use crate::delivery::client::{ClientError, Sender};
 use crate::delivery::{Deliverer, InFlight};
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::queue::embedded::EmbeddedNats;
 use crate::queue::{Queue, QueueError, QueueSettings};
@@ -178,6 +180,7 @@ fn wire(
     let metrics = Arc::new(Metrics::new());
     let cache = SubscriptionCache::new(store.clone(), config.cache_capacity, config.cache_ttl);
     let in_flight = InFlight::default();
+    let health = Health::new(config.health_settings());
     let state = Arc::new(AppState {
         store: store.clone(),
         cache: cache.clone(),
@@ -185,23 +188,29 @@ fn wire(
         writer: writer.clone(),
         metrics: metrics.clone(),
         in_flight: in_flight.clone(),
+        health: health.clone(),
         policy,
         max_body: effective_max_body(config.max_body, queue.max_payload()),
         api_token: config.api_token.clone(),
         draining: stop.clone(),
     });
-    let deliverer = Arc::new(Deliverer {
+    let parts = delivery::Parts {
         queue,
         cache,
         writer,
         sender,
-        schedule: config.retry_schedule.clone(),
-        concurrency: config.delivery_concurrency,
-        in_flight,
-        metrics,
         store,
-        logged: Default::default(),
-    });
+        metrics,
+        in_flight,
+        health,
+    };
+    let settings = delivery::Settings {
+        schedule: config.retry_schedule.clone(),
+        jitter: config.retry_jitter,
+        slots: config.delivery_concurrency,
+        ack_wait: config.ack_wait(),
+    };
+    let deliverer = Arc::new(Deliverer::new(parts, settings));
     (state, deliverer)
 }
 

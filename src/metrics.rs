@@ -33,6 +33,13 @@ pub struct TableLabel {
     pub table: &'static str,
 }
 
+/// Label of circuit counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CircuitLabel {
+    /// `open` or `half_open`.
+    pub state: &'static str,
+}
+
 /// Label of build info.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabel {
@@ -54,6 +61,9 @@ pub struct Metrics {
     pub delivery_duration: Histogram,
     /// Retries scheduled (NAK with delay).
     pub retries_scheduled: Counter,
+    /// Attempts logged but not sent because the subscription's circuit was
+    /// open (not counted in `deliveries`).
+    pub attempts_not_sent: Counter,
     /// Webhooks given up (last attempt failed, target refused, subscription gone).
     pub webhooks_given_up: Counter,
     /// Consumer messages not yet delivered (scrape time).
@@ -66,6 +76,13 @@ pub struct Metrics {
     pub writer_batch_size: Gauge,
     /// Rows removed by the retention purge.
     pub purged_rows: Family<TableLabel, Counter>,
+    /// Subscriptions whose circuit is open or half-open (scrape time).
+    pub circuits: Family<CircuitLabel, Gauge>,
+    /// Subscriptions disabled (scrape time).
+    pub subscriptions_disabled: Gauge,
+    /// Subscriptions held below their cap by the throttle (scrape time).
+    pub subscriptions_throttled: Gauge,
+
     /// Ingest requests plus attempts, for telling when webhookd is idle.
     activity: std::sync::atomic::AtomicU64,
 }
@@ -81,12 +98,16 @@ impl Metrics {
             deliveries: Family::default(),
             delivery_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             retries_scheduled: Counter::default(),
+            attempts_not_sent: Counter::default(),
             webhooks_given_up: Counter::default(),
             consumer_pending: Gauge::default(),
             consumer_ack_pending: Gauge::default(),
             writer_queue_depth: Gauge::default(),
             writer_batch_size: Gauge::default(),
             purged_rows: Family::default(),
+            circuits: Family::default(),
+            subscriptions_disabled: Gauge::default(),
+            subscriptions_throttled: Gauge::default(),
             activity: Default::default(),
             registry: Registry::default(),
         };
@@ -121,6 +142,11 @@ impl Metrics {
             m.retries_scheduled.clone(),
         );
         registry.register(
+            "attempts_not_sent",
+            "Attempts logged as not sent because the subscription's circuit was open",
+            m.attempts_not_sent.clone(),
+        );
+        registry.register(
             "webhooks_given_up",
             "Webhooks whose delivery was abandoned",
             m.webhooks_given_up.clone(),
@@ -153,6 +179,24 @@ impl Metrics {
             "purged_rows",
             "Rows removed by the retention purge",
             m.purged_rows.clone(),
+        );
+        for state in ["open", "half_open"] {
+            m.circuits.get_or_create(&CircuitLabel { state }).set(0);
+        }
+        registry.register(
+            "circuits",
+            "Subscriptions whose circuit breaker is open or half-open",
+            m.circuits.clone(),
+        );
+        registry.register(
+            "subscriptions_disabled",
+            "Subscriptions disabled (410 Gone, sustained failure, or by hand)",
+            m.subscriptions_disabled.clone(),
+        );
+        registry.register(
+            "subscriptions_throttled",
+            "Subscriptions held below their concurrency cap after 429/502/503/504",
+            m.subscriptions_throttled.clone(),
         );
         let build: Family<BuildLabel, Gauge> = Family::default();
         build

@@ -48,6 +48,10 @@ async fn nats_kill9_while_queued_and_retrying_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.retry_schedule = "1s".parse().unwrap();
+    // Every webhook's first attempt fails on purpose: with the breaker on,
+    // those failures in a row would open the circuit and defer webhooks to
+    // the end of this one-second schedule. Crash recovery is the subject.
+    config.circuit_failures = 0;
     // Few workers and a slow first answer: when NATS dies, some webhooks are
     // retrying (NAKed with a delay), some in flight, some not yet taken.
     config.delivery_concurrency = 2;
@@ -117,6 +121,10 @@ async fn webhookd_restart_on_the_same_data_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.retry_schedule = "1s".parse().unwrap();
+    // Every webhook's first attempt fails on purpose: with the breaker on,
+    // those failures in a row would open the circuit and defer webhooks to
+    // the end of this one-second schedule. Crash recovery is the subject.
+    config.circuit_failures = 0;
     config.delivery_concurrency = 2;
     let server = TestServer::start(config).await;
 
@@ -156,6 +164,10 @@ async fn webhookd_restart_on_the_same_data_loses_nothing() {
     healthy.store(true, Ordering::SeqCst);
     let mut config = test_config(dir.path(), Some(nats.url()));
     config.retry_schedule = "1s".parse().unwrap();
+    // Every webhook's first attempt fails on purpose: with the breaker on,
+    // those failures in a row would open the circuit and defer webhooks to
+    // the end of this one-second schedule. Crash recovery is the subject.
+    config.circuit_failures = 0;
     let server = TestServer::start(config).await;
     wait_all_delivered(&server, &answered, &ids).await;
 

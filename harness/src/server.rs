@@ -14,7 +14,8 @@ use crate::raw_http;
 use crate::wait::{eventually, DEADLINE};
 
 /// A config for tests: temp data dir, the given NATS (None: embedded), a
-/// millisecond retry schedule, loopback targets allowed, short timeouts.
+/// millisecond retry schedule without jitter, a circuit breaker with
+/// millisecond cool-downs, loopback targets allowed, short timeouts.
 pub fn test_config(data_dir: &Path, nats_url: Option<String>) -> Config {
     let mut c = Config::defaults();
     c.data_dir = data_dir.to_path_buf();
@@ -28,6 +29,12 @@ pub fn test_config(data_dir: &Path, nats_url: Option<String>) -> Config {
     c.shutdown_timeout = Duration::from_secs(5);
     c.publish_timeout = Duration::from_secs(2);
     c.delivery_concurrency = 32;
+    // Exact delays: tests measure gaps against the schedule (the jitter
+    // has tests of its own).
+    c.retry_jitter = 0.0;
+    // The breaker at test speed: it still opens after five failures.
+    c.circuit_cooldown = Duration::from_millis(200);
+    c.circuit_cooldown_max = Duration::from_secs(1);
     c.log = "warn".into();
     c
 }

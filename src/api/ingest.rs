@@ -14,7 +14,8 @@ use super::AppState;
 use crate::ids::{SubscriptionId, WebhookId};
 use crate::queue::{Outgoing, QueueError};
 use crate::signing::Secret;
-use crate::store::records::WebhookStatus;
+use crate::store::records::{WebhookStatus, NOT_SENT_PREFIX};
+use crate::store::subscriptions::State;
 use crate::store::writer::{WebhookMeta, Write};
 
 /// Longest `X-Event-Type` or `Idempotency-Key` accepted.
@@ -110,13 +111,32 @@ async fn accept(
     if !sub.accepts(meta.event_type.as_deref()) {
         return record_filtered(state, meta).await;
     }
+    let disabled = match &sub.state {
+        State::Disabled { reason, .. } => {
+            Some(format!("{NOT_SENT_PREFIX}subscription disabled ({reason})"))
+        }
+        State::Active => None,
+    };
+    let held = disabled
+        .as_ref()
+        .map(|reason| (meta.clone(), reason.clone()));
     let duplicate = publish(state, meta, head.content_type, body).await?;
+    if let (Some((meta, reason)), false) = (held, duplicate) {
+        // Stored in the stream (a recovery can send it once the subscription
+        // is enabled again), but not delivered: its row says why.
+        state.writer.write(Write::Dropped { meta, reason }).await?;
+    }
     Ok(json(
         StatusCode::ACCEPTED,
         &Accepted {
             webhook_id: id,
-            status: "pending",
+            status: if disabled.is_some() {
+                "failed"
+            } else {
+                "pending"
+            },
             duplicate,
+            reason: disabled,
         },
     ))
 }
@@ -258,6 +278,9 @@ struct Accepted {
     webhook_id: WebhookId,
     status: &'static str,
     duplicate: bool,
+    /// Why it will not be delivered (a disabled subscription).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 /// Queues the webhook's first row without waiting for its commit. The

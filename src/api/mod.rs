@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::cache::SubscriptionCache;
 use crate::delivery::InFlight;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::ssrf::TargetPolicy;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Webhooks being delivered now (status `delivering`).
     pub in_flight: InFlight,
+    /// What this node has learned of each receiver (subscription answers).
+    pub health: Health,
     /// SSRF policy for target URLs given to the API.
     pub policy: Arc<TargetPolicy>,
     /// Largest request body.

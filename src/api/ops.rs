@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::response::{json, Answer, ApiError};
 use super::AppState;
+use crate::metrics::CircuitLabel;
 
 /// Liveness: the process answers.
 pub fn healthz() -> Answer {
@@ -53,6 +54,17 @@ pub async fn metrics(state: &AppState) -> Answer {
     {
         m.consumer_pending.set(pending as i64);
         m.consumer_ack_pending.set(ack_pending as i64);
+    }
+    let counts = state.health.counts();
+    m.circuits
+        .get_or_create(&CircuitLabel { state: "open" })
+        .set(counts.open as i64);
+    m.circuits
+        .get_or_create(&CircuitLabel { state: "half_open" })
+        .set(counts.half_open as i64);
+    m.subscriptions_throttled.set(counts.throttled as i64);
+    if let Ok(disabled) = state.store.count_disabled().await {
+        m.subscriptions_disabled.set(disabled as i64);
     }
     let mut resp = Response::new(Full::new(Bytes::from(m.encode())));
     *resp.status_mut() = StatusCode::OK;

@@ -14,10 +14,11 @@ use serde_json::{Map, Value};
 
 use super::response::{empty, json, parse_json, read_body, Answer, ApiError, Query};
 use super::AppState;
+use crate::health::HealthView;
 use crate::ids::SubscriptionId;
 use crate::signing::Secret;
 use crate::ssrf::TargetPolicy;
-use crate::store::subscriptions::{NewSubscription, Subscription, SubscriptionPatch};
+use crate::store::subscriptions::{NewSubscription, State, Subscription, SubscriptionPatch};
 
 /// Longest target URL accepted.
 const MAX_URL_LEN: usize = 2048;
@@ -39,14 +40,23 @@ pub struct SubscriptionView {
     secret: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    state: &'static str,
+    disabled_reason: Option<String>,
+    disabled_at: Option<DateTime<Utc>>,
+    /// What this node has learned of the receiver.
+    health: HealthView,
 }
 
 impl SubscriptionView {
-    fn masked(sub: &Subscription) -> Self {
-        Self::with_secret(sub, sub.secret.as_ref().map(Secret::masked))
+    fn masked(state: &AppState, sub: &Subscription) -> Self {
+        Self::with_secret(state, sub, sub.secret.as_ref().map(Secret::masked))
     }
 
-    fn with_secret(sub: &Subscription, secret: Option<String>) -> Self {
+    fn with_secret(state: &AppState, sub: &Subscription, secret: Option<String>) -> Self {
+        let (disabled_reason, disabled_at) = match &sub.state {
+            State::Active => (None, None),
+            State::Disabled { reason, at } => (Some(reason.clone()), Some(*at)),
+        };
         SubscriptionView {
             id: sub.id,
             target_url: hide_password(&sub.target_url),
@@ -54,6 +64,10 @@ impl SubscriptionView {
             secret,
             created_at: sub.created_at,
             updated_at: sub.updated_at,
+            state: sub.state.as_str(),
+            disabled_reason,
+            disabled_at,
+            health: state.health.view(sub.id),
         }
     }
 }
@@ -125,8 +139,8 @@ pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Answer, 
         .await?;
     tracing::info!(subscription_id = %sub.id, "subscription created");
     // The one answer that shows the secret in full, so it can be copied.
-    let view =
-        SubscriptionView::with_secret(&sub, sub.secret.as_ref().map(|s| s.expose().to_string()));
+    let full = sub.secret.as_ref().map(|s| s.expose().to_string());
+    let view = SubscriptionView::with_secret(state, &sub, full);
     state.cache.put(sub);
     Ok(json(StatusCode::CREATED, &view))
 }
@@ -151,7 +165,10 @@ pub async fn list(state: &AppState, req: &Request<Incoming>) -> Result<Answer, A
     } else {
         None
     };
-    let items: Vec<SubscriptionView> = subs.iter().map(SubscriptionView::masked).collect();
+    let items: Vec<SubscriptionView> = subs
+        .iter()
+        .map(|sub| SubscriptionView::masked(state, sub))
+        .collect();
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({"items": items, "next_cursor": next_cursor}),
@@ -162,13 +179,14 @@ pub async fn list(state: &AppState, req: &Request<Incoming>) -> Result<Answer, A
 pub async fn get(state: &AppState, raw_id: &str) -> Result<Answer, ApiError> {
     let id = parse_id(raw_id)?;
     match state.store.subscription(id).await? {
-        Some(sub) => Ok(json(StatusCode::OK, &SubscriptionView::masked(&sub))),
+        Some(sub) => Ok(json(StatusCode::OK, &SubscriptionView::masked(state, &sub))),
         None => Err(not_found(id)),
     }
 }
 
 /// `PATCH /subscriptions/{id}`: only the given fields change; `null` clears
-/// `secret` or `events`.
+/// `secret` or `events`; `"state": "disabled"` stops deliveries and
+/// `"state": "active"` resumes them with the circuit closed.
 pub async fn update(
     state: &Arc<AppState>,
     raw_id: &str,
@@ -177,7 +195,8 @@ pub async fn update(
     let id = parse_id(raw_id)?;
     let body = read_body(req, state.max_body).await?;
     let fields = object(parse_json(&body)?)?;
-    check_keys(&fields, &["target_url", "secret", "events"])?;
+    check_keys(&fields, &["target_url", "secret", "events", "state"])?;
+    let now = Utc::now();
     let patch = SubscriptionPatch {
         target_url: fields
             .get("target_url")
@@ -185,20 +204,28 @@ pub async fn update(
             .transpose()?,
         secret: fields.get("secret").map(secret).transpose()?,
         events: fields.get("events").map(events).transpose()?,
+        state: fields
+            .get("state")
+            .map(|v| subscription_state(v, now))
+            .transpose()?,
     };
-    let updated = state
-        .store
-        .update_subscription(id, patch, Utc::now())
-        .await?;
+    let enabling = patch.state == Some(State::Active);
+    let before = match patch.state {
+        Some(_) => state.store.subscription(id).await?.map(|s| s.state),
+        None => None,
+    };
+    let updated = state.store.update_subscription(id, patch, now).await?;
     // Invalidate before answering: the next attempt uses the new settings.
     state.cache.invalidate(id);
-    match updated {
-        Some(sub) => {
-            tracing::info!(subscription_id = %id, "subscription updated");
-            Ok(json(StatusCode::OK, &SubscriptionView::masked(&sub)))
-        }
-        None => Err(not_found(id)),
+    let Some(sub) = updated else {
+        return Err(not_found(id));
+    };
+    if enabling {
+        state.health.reset(id);
     }
+    log_state_change(id, before.as_ref(), &sub.state);
+    tracing::info!(subscription_id = %id, "subscription updated");
+    Ok(json(StatusCode::OK, &SubscriptionView::masked(state, &sub)))
 }
 
 /// `DELETE /subscriptions/{id}`: queued webhooks of the subscription are
@@ -207,11 +234,44 @@ pub async fn delete(state: &AppState, raw_id: &str) -> Result<Answer, ApiError> 
     let id = parse_id(raw_id)?;
     let deleted = state.store.delete_subscription(id).await?;
     state.cache.invalidate(id);
+    state.health.remove(id);
     if deleted {
         tracing::info!(subscription_id = %id, "subscription deleted");
         Ok(empty(StatusCode::NO_CONTENT))
     } else {
         Err(not_found(id))
+    }
+}
+
+/// One log line when a PATCH disabled or enabled the subscription.
+fn log_state_change(id: SubscriptionId, before: Option<&State>, after: &State) {
+    match (before, after) {
+        (Some(State::Active), State::Disabled { reason, .. }) => {
+            tracing::info!(subscription_id = %id, reason = %reason, "subscription disabled");
+        }
+        (Some(State::Disabled { .. }), State::Active) => {
+            tracing::info!(
+                subscription_id = %id,
+                reason = "enabled by an operator",
+                "subscription enabled; circuit closed"
+            );
+        }
+        _ => {}
+    }
+}
+
+/// `state`: `"active"` or `"disabled"` (by an operator, now).
+fn subscription_state(value: &Value, now: DateTime<Utc>) -> Result<State, ApiError> {
+    match value.as_str() {
+        Some("active") => Ok(State::Active),
+        Some("disabled") => Ok(State::Disabled {
+            reason: "disabled by an operator".to_string(),
+            at: now,
+        }),
+        _ => Err(ApiError::validation(
+            "state",
+            "`state` must be \"active\" or \"disabled\"",
+        )),
     }
 }
 

@@ -53,6 +53,11 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX delivery_attempts_subscription_ts
          ON delivery_attempts(subscription_id, timestamp);
      CREATE INDEX delivery_attempts_ts ON delivery_attempts(timestamp);",
+    // 2: a subscription can be disabled (410 Gone, sustained failure, by hand).
+    "ALTER TABLE subscriptions ADD COLUMN state TEXT NOT NULL DEFAULT 'active'
+         CHECK (state IN ('active', 'disabled'));
+     ALTER TABLE subscriptions ADD COLUMN disabled_reason TEXT;
+     ALTER TABLE subscriptions ADD COLUMN disabled_at INTEGER;",
 ];
 
 /// The schema version this build writes.

@@ -107,6 +107,20 @@ impl FromStr for Outcome {
     }
 }
 
+/// How every attempt logged as not sent (the circuit was open) starts its
+/// error.
+pub const NOT_SENT_PREFIX: &str = "not sent: ";
+
+/// What has been logged of a webhook's attempts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttemptCounts {
+    /// Attempt rows: the last attempt number.
+    pub logged: u32,
+    /// Of them, the attempts that were sent (not deferred by an open
+    /// circuit): the steps of the retry schedule used up.
+    pub sent: u32,
+}
+
 /// One logged delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Attempt {
@@ -209,11 +223,22 @@ impl Store {
     }
 
     /// How many attempts of a webhook are logged (0 when it has no row).
-    pub async fn logged_attempts(&self, id: WebhookId) -> Result<u32, StoreError> {
+    pub async fn logged_attempts(&self, id: WebhookId) -> Result<AttemptCounts, StoreError> {
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached("SELECT attempts FROM webhooks WHERE id = ?1")?;
-            let n: Option<u32> = stmt.query_row([id.to_string()], |r| r.get(0)).optional()?;
-            Ok(n.unwrap_or(0))
+            let logged: Option<u32> = stmt.query_row([id.to_string()], |r| r.get(0)).optional()?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT count(*) FROM delivery_attempts
+                 WHERE webhook_id = ?1 AND NOT (status_code IS NULL AND error LIKE ?2)",
+            )?;
+            let sent: u32 = stmt.query_row(
+                params![id.to_string(), format!("{NOT_SENT_PREFIX}%")],
+                |r| r.get(0),
+            )?;
+            Ok(AttemptCounts {
+                logged: logged.unwrap_or(0),
+                sent,
+            })
         })
         .await
     }

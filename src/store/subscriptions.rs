@@ -22,6 +22,40 @@ pub struct Subscription {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// Whether deliveries go out, and if not, why and since when.
+    pub state: State,
+}
+
+/// Whether a subscription's webhooks are delivered. Users set it (PATCH),
+/// and so do receivers (410 Gone) and sustained failure; it is stored with
+/// the subscription, so every node and every restart sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum State {
+    /// Deliveries go out.
+    #[default]
+    Active,
+    /// Nothing is sent; webhooks that come due end `failed`.
+    Disabled {
+        /// Why (410 Gone, sustained failure, an operator).
+        reason: String,
+        /// Since when.
+        at: DateTime<Utc>,
+    },
+}
+
+impl State {
+    /// `active` or `disabled`, as stored and shown.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            State::Active => "active",
+            State::Disabled { .. } => "disabled",
+        }
+    }
+
+    /// Whether nothing may be sent.
+    pub fn is_disabled(&self) -> bool {
+        matches!(self, State::Disabled { .. })
+    }
 }
 
 impl Subscription {
@@ -56,9 +90,12 @@ pub struct SubscriptionPatch {
     pub secret: Option<Option<Secret>>,
     /// New or cleared event filter.
     pub events: Option<Option<Vec<String>>>,
+    /// Enable, or disable with this reason.
+    pub state: Option<State>,
 }
 
-const COLUMNS: &str = "id, target_url, secret, events, created_at, updated_at";
+const COLUMNS: &str =
+    "id, target_url, secret, events, created_at, updated_at, state, disabled_reason, disabled_at";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Subscription> {
     let id: String = row.get(0)?;
@@ -70,7 +107,22 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Subscription> {
         events: events.and_then(|e| serde_json::from_str(&e).ok()),
         created_at: from_millis(row.get(4)?),
         updated_at: from_millis(row.get(5)?),
+        state: match row.get::<_, String>(6)?.as_str() {
+            "disabled" => State::Disabled {
+                reason: row.get::<_, Option<String>>(7)?.unwrap_or_default(),
+                at: from_millis(row.get::<_, Option<i64>>(8)?.unwrap_or_default()),
+            },
+            _ => State::Active,
+        },
     })
+}
+
+/// The `state`, `disabled_reason` and `disabled_at` columns of a state.
+fn state_columns(state: &State) -> (&'static str, Option<&str>, Option<i64>) {
+    match state {
+        State::Active => ("active", None, None),
+        State::Disabled { reason, at } => ("disabled", Some(reason), Some(to_millis(*at))),
+    }
 }
 
 fn events_json(events: &Option<Vec<String>>) -> Option<String> {
@@ -102,9 +154,11 @@ impl Store {
                 events: new.events,
                 created_at: now,
                 updated_at: now,
+                state: State::Active,
             };
             conn.execute(
-                &format!("INSERT INTO subscriptions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                "INSERT INTO subscriptions (id, target_url, secret, events, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     sub.id.to_string(),
                     sub.target_url,
@@ -172,20 +226,69 @@ impl Store {
             if let Some(events) = patch.events {
                 sub.events = events;
             }
+            if let Some(state) = patch.state {
+                // Disabling a disabled subscription keeps its first reason.
+                if !(state.is_disabled() && sub.state.is_disabled()) {
+                    sub.state = state;
+                }
+            }
             sub.updated_at = now;
+            let (state, reason, at) = state_columns(&sub.state);
             tx.execute(
-                "UPDATE subscriptions SET target_url = ?2, secret = ?3, events = ?4, updated_at = ?5
+                "UPDATE subscriptions SET target_url = ?2, secret = ?3, events = ?4, updated_at = ?5,
+                     state = ?6, disabled_reason = ?7, disabled_at = ?8
                  WHERE id = ?1",
                 params![
                     id.to_string(),
                     sub.target_url,
                     sub.secret.as_ref().map(Secret::expose),
                     events_json(&sub.events),
-                    to_millis(now)
+                    to_millis(now),
+                    state,
+                    reason,
+                    at
                 ],
             )?;
             tx.commit()?;
             Ok(Some(sub))
+        })
+        .await
+    }
+
+    /// Disables an active subscription (410 Gone, sustained failure);
+    /// returns it when it was active, `None` when it was already disabled or
+    /// is gone.
+    pub async fn disable_subscription(
+        &self,
+        id: SubscriptionId,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let now = from_millis(to_millis(now));
+        self.call(move |conn| {
+            let n = conn.execute(
+                "UPDATE subscriptions SET state = 'disabled', disabled_reason = ?2,
+                     disabled_at = ?3, updated_at = ?3
+                 WHERE id = ?1 AND state = 'active'",
+                params![id.to_string(), reason, to_millis(now)],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            get(conn, id)
+        })
+        .await
+    }
+
+    /// Disabled subscriptions (for /metrics).
+    pub async fn count_disabled(&self) -> Result<u64, StoreError> {
+        self.call(|conn| {
+            let n: i64 = conn.query_row(
+                "SELECT count(*) FROM subscriptions WHERE state = 'disabled'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(n.max(0) as u64)
         })
         .await
     }
