@@ -7,7 +7,10 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 
-use webhookd_tui::api::{ApiError, Attempt, AttemptsPage, Outcome, Subscription, WebhookStatus};
+use webhookd_tui::api::{
+    ApiError, Attempt, AttemptsPage, Circuit, Health, Outcome, Subscription, SubscriptionState,
+    WebhookStatus,
+};
 use webhookd_tui::app::{Action, App};
 use webhookd_tui::ui;
 
@@ -44,6 +47,23 @@ fn subscription(id: &str, url: &str, events: Option<&[&str]>, minutes: i64) -> S
         secret: Some("****wxyz".into()),
         created_at: t0() - Duration::days(3) + Duration::minutes(minutes),
         updated_at: t0() - Duration::days(1),
+        state: SubscriptionState::Active,
+        disabled_reason: None,
+        disabled_at: None,
+        health: Some(healthy()),
+    }
+}
+
+/// The health of an endpoint that answers: closed, last success 12s ago.
+fn healthy() -> Health {
+    Health {
+        circuit: Circuit::Closed,
+        circuit_open_until: None,
+        consecutive_failures: 0,
+        last_success_at: Some(t0() - Duration::seconds(12)),
+        last_failure_at: None,
+        in_flight: 2,
+        max_in_flight: 64,
     }
 }
 
