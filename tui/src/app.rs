@@ -14,7 +14,7 @@ use ratatui::crossterm::event::{KeyEvent, KeyEventKind};
 pub use crate::action::{Action, Effect};
 use crate::api::{ApiError, Attempt, Outcome};
 use crate::keymap::{self, Cmd, Where};
-use crate::metrics::{Rates, Sample};
+use crate::metrics::{Sample, Throughput};
 use crate::screens::confirm::DeleteConfirm;
 use crate::screens::list::SubscriptionList;
 use crate::screens::live::LiveState;
@@ -67,7 +67,7 @@ pub struct App {
     pub(crate) now: Option<DateTime<Utc>>,
     pub(crate) ticks: u64,
     pub(crate) connection: Connection,
-    pub(crate) rates: Rates,
+    pub(crate) throughput: Throughput,
     pub(crate) tab: Tab,
     pub(crate) stack: Vec<View>,
     pub(crate) show_help: bool,
@@ -124,7 +124,7 @@ impl App {
             now: None,
             ticks: 0,
             connection: Connection::Connecting,
-            rates: Rates::Unknown,
+            throughput: Throughput::default(),
             tab: Tab::Subscriptions,
             stack: Vec::new(),
             show_help: false,
@@ -231,7 +231,7 @@ impl App {
             Err(ApiError::Unreachable(why)) => {
                 self.connection = Connection::Unreachable(why.clone());
                 // Old rates would look live; start measuring afresh later.
-                self.rates = Rates::Unknown;
+                self.throughput.reset();
             }
             Ok(_) | Err(ApiError::Http { .. }) => self.connection = Connection::Reachable,
             Err(_) => {}
@@ -260,10 +260,8 @@ impl App {
         self.inflight.metrics = false;
         self.note(&result);
         match result {
-            Ok(text) => self.rates = self.rates.observe(Sample::parse(at, &text)),
-            Err(ApiError::Http { .. }) | Err(ApiError::Decode(_)) => {
-                self.rates = Rates::Unavailable
-            }
+            Ok(text) => self.throughput.observe(Sample::parse(at, &text)),
+            Err(ApiError::Http { .. }) | Err(ApiError::Decode(_)) => self.throughput.unavailable(),
             Err(_) => {}
         }
         Vec::new()
@@ -456,7 +454,7 @@ mod tests {
             at: t0() + chrono::Duration::seconds(2),
             result: Ok(text(4, 10)),
         });
-        assert_eq!(app.rates.label(), "in 2.0/s · out 5.0/s");
+        assert_eq!(app.throughput.label(), "in 2.0/s · out 5.0/s");
         app.update(Action::MetricsScraped {
             at: t0(),
             result: Err(ApiError::Http {
@@ -466,7 +464,7 @@ mod tests {
                 field: None,
             }),
         });
-        assert_eq!(app.rates.label(), "rates n/a");
+        assert_eq!(app.throughput.label(), "rates n/a");
     }
 
     #[test]

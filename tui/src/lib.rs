@@ -11,7 +11,7 @@
 //! - [`keymap`]: the key table behind key handling, footer, help and README;
 //! - [`event`]: the one channel of ticks, terminal input and API results;
 //! - [`runtime`]: the loop gluing them together and running effects;
-//! - [`metrics`]: Prometheus counter parsing for the header rates.
+//! - [`metrics`]: Prometheus parsing: header rates, chart history, gauges.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 

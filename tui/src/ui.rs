@@ -55,7 +55,7 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
         Span::raw("  "),
         conn,
         Span::raw("  │  "),
-        Span::raw(app.rates.label()),
+        Span::raw(app.throughput.label()),
     ]);
     frame.render_widget(Paragraph::new(line), area);
 }
