@@ -56,6 +56,7 @@ pub(crate) struct InFlight {
     pub(crate) live: bool,
     pub(crate) live_catchups: u8,
     pub(crate) attempts: HashSet<String>,
+    pub(crate) subscriptions: HashSet<String>,
     pub(crate) webhooks: HashSet<String>,
 }
 

@@ -17,6 +17,8 @@ use webhookd_tui::ui;
 const SUB_A: &str = "0193a4c2-7b1e-7c3a-9f00-5d1b2e3f4a01";
 const SUB_B: &str = "0193a4c5-1c2d-7e3f-8a00-6e2c3f4a5b02";
 const SUB_C: &str = "0193a4d0-9e8f-7a6b-8c00-7f3d4a5b6c03";
+const SUB_D: &str = "0193a4d7-3a4b-7c5d-8e00-8a4e5b6c7d05";
+const SUB_E: &str = "0193a4d9-5c6d-7e8f-9a00-9b5f6c7d8e06";
 const WEBHOOK: &str = "0193a5e1-2f3a-7b4c-9d00-8a4e5b6c7d04";
 
 fn t0() -> DateTime<Utc> {
@@ -83,6 +85,71 @@ fn subscriptions() -> Vec<Subscription> {
             95,
         ),
     ]
+}
+
+/// The five states side by side: ok, open, half open, disabled,
+/// throttled (64 is the cap the healthy one shows).
+fn mixed_health() -> Vec<Subscription> {
+    let mut subs = subscriptions();
+    let open = subs[1].health.as_mut().unwrap();
+    open.circuit = Circuit::Open;
+    open.circuit_open_until = Some(t0() + Duration::seconds(25));
+    open.consecutive_failures = 7;
+    open.last_success_at = Some(t0() - Duration::hours(2));
+    open.last_failure_at = Some(t0() - Duration::seconds(3));
+    open.in_flight = 0;
+    open.max_in_flight = 0;
+    let probing = subs[2].health.as_mut().unwrap();
+    probing.circuit = Circuit::HalfOpen;
+    probing.consecutive_failures = 5;
+    probing.last_success_at = None;
+    probing.last_failure_at = Some(t0() - Duration::seconds(40));
+    probing.in_flight = 1;
+    probing.max_in_flight = 1;
+    let mut disabled = subscription(
+        SUB_D,
+        "https://legacy.example.net/hook",
+        Some(&["user.deleted"]),
+        200,
+    );
+    disabled.state = SubscriptionState::Disabled;
+    disabled.disabled_reason = Some("the receiver answered 410 Gone".into());
+    disabled.disabled_at = Some(t0() - Duration::minutes(3));
+    let h = disabled.health.as_mut().unwrap();
+    h.consecutive_failures = 1;
+    h.last_success_at = Some(t0() - Duration::days(1));
+    h.last_failure_at = Some(t0() - Duration::minutes(3));
+    h.in_flight = 0;
+    let mut throttled = subscription(SUB_E, "https://slow.example.com/in", None, 260);
+    let h = throttled.health.as_mut().unwrap();
+    h.last_success_at = Some(t0() - Duration::seconds(1));
+    h.last_failure_at = Some(t0() - Duration::seconds(20));
+    h.in_flight = 16;
+    h.max_in_flight = 16;
+    subs.extend([disabled, throttled]);
+    subs
+}
+
+/// A connected app whose list shows [`mixed_health`].
+fn mixed() -> App {
+    let mut app = connected();
+    app.update(Action::SubscriptionsLoaded(Ok(mixed_health())));
+    app
+}
+
+/// `mixed()` with the detail of the `n`th subscription open.
+fn mixed_detail(n: usize) -> App {
+    let mut app = mixed();
+    for _ in 0..n {
+        key(&mut app, KeyCode::Down);
+    }
+    key(&mut app, KeyCode::Enter);
+    let id = mixed_health()[n].id.clone();
+    app.update(Action::SubscriptionAttemptsLoaded {
+        id: id.clone(),
+        result: Ok(vec![attempt(20, &id, WEBHOOK, 4, Outcome::Failure, -3)]),
+    });
+    app
 }
 
 fn attempt(id: i64, sub: &str, webhook: &str, n: u32, outcome: Outcome, secs: i64) -> Attempt {
@@ -207,6 +274,23 @@ fn subscriptions_loaded() {
     let mut app = loaded();
     key(&mut app, KeyCode::Down);
     insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn subscriptions_mixed_health() {
+    let mut app = mixed();
+    key(&mut app, KeyCode::Down);
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn subscription_detail_disabled() {
+    insta::assert_snapshot!(render(&mixed_detail(3)));
+}
+
+#[test]
+fn subscription_detail_open_circuit() {
+    insta::assert_snapshot!(render(&mixed_detail(1)));
 }
 
 #[test]

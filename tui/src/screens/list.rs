@@ -1,5 +1,6 @@
-//! The subscription list (tab 1): all subscriptions with their recent
-//! success rate, a substring filter, and the way into everything else.
+//! The subscription list: all subscriptions with their health at a
+//! glance (state, consecutive failures, last success) and recent success
+//! rate, a substring filter, and the way into everything else.
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Rect};
@@ -12,6 +13,7 @@ use super::form::FormState;
 use super::{select_row, Screen, View};
 use crate::api::{ApiError, Subscription};
 use crate::app::{short_id, App, Effect};
+use crate::health::{ago, failures_text, Badge};
 use crate::keymap::Cmd;
 use crate::widgets::{
     events_text, fill_width, fit, message, panel, rate_text, unreachable_lines, ACCENT,
@@ -41,6 +43,9 @@ pub struct SubscriptionList {
     pub filter: String,
     /// The filter line has keyboard focus.
     pub filter_editing: bool,
+    /// The largest `max_in_flight` seen in any subscription's health: the
+    /// cap of a healthy endpoint (a closed circuit below it is throttled).
+    pub in_flight_cap: u32,
 }
 
 /// True when `sub` matches the list filter (case-insensitive substring of
@@ -105,6 +110,9 @@ impl App {
         match result {
             Ok(items) => {
                 let selected_id = self.selected_subscription().map(|s| s.id.clone());
+                for sub in &items {
+                    self.note_cap(sub);
+                }
                 self.subs.items = items;
                 self.subs.loaded = true;
                 self.subs.error = None;
@@ -138,7 +146,19 @@ impl App {
         self.subs.selected = pos.unwrap_or(self.subs.selected.min(len.saturating_sub(1)));
     }
 
+    fn note_cap(&mut self, sub: &Subscription) {
+        if let Some(h) = &sub.health {
+            self.subs.in_flight_cap = self.subs.in_flight_cap.max(h.max_in_flight);
+        }
+    }
+
+    /// The health badge of `sub`.
+    pub fn badge(&self, sub: &Subscription) -> Badge {
+        Badge::of(sub, self.subs.in_flight_cap)
+    }
+
     pub(crate) fn upsert_subscription(&mut self, sub: &Subscription) {
+        self.note_cap(sub);
         match self.subs.items.iter_mut().find(|s| s.id == sub.id) {
             Some(existing) => *existing = sub.clone(),
             None => self.subs.items.push(sub.clone()),
@@ -257,35 +277,50 @@ pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
         message(frame, area, block, vec![Line::from(""), Line::from(text)]);
         return;
     }
-    let header = Row::new(["ID", "TARGET URL", "EVENTS", "CREATED", "SUCCESS"])
-        .style(Style::new().bold().fg(Color::Gray));
-    const FIXED: [u16; 4] = [8, 22, 16, 10];
+    let header = Row::new([
+        "ID",
+        "STATE",
+        "TARGET URL",
+        "EVENTS",
+        "FAILS",
+        "LAST OK",
+        "SUCCESS",
+    ])
+    .style(Style::new().bold().fg(Color::Gray));
+    // ID, STATE, then the URL fills; EVENTS, FAILS, LAST OK, SUCCESS.
+    const FIXED: [u16; 6] = [8, 11, 16, 5, 10, 10];
     let url_width = fill_width(area, &FIXED);
     let rows = visible.iter().map(|s| {
+        let badge = app.badge(s);
+        let last_ok = s.health.as_ref().and_then(|h| h.last_success_at.as_ref());
         Row::new(vec![
             Cell::from(short_id(&s.id).to_string()).style(Style::new().fg(ACCENT)),
+            Cell::from(badge.text()).style(badge.style()),
             Cell::from(fit(&s.target_url, url_width)),
-            Cell::from(fit(&events_text(s), FIXED[1])),
-            Cell::from(s.created_at.format("%Y-%m-%d %H:%M").to_string()),
+            Cell::from(fit(&events_text(s), FIXED[2])),
+            Cell::from(failures_text(s)).style(failures_style(s)),
+            Cell::from(ago(app.now.as_ref(), last_ok)),
             Cell::from(rate_text(app.recent_attempts(&s.id))),
         ])
     });
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(FIXED[0]),
-            Constraint::Fill(1),
-            Constraint::Length(FIXED[1]),
-            Constraint::Length(FIXED[2]),
-            Constraint::Length(FIXED[3]),
-        ],
-    )
-    .header(header)
-    .block(block)
-    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-    .highlight_symbol("▶ ");
+    let mut widths = vec![Constraint::Length(FIXED[0]), Constraint::Length(FIXED[1])];
+    widths.push(Constraint::Fill(1));
+    widths.extend(FIXED[2..].iter().map(|&w| Constraint::Length(w)));
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(block)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .highlight_symbol("▶ ");
     let mut state = TableState::default().with_selected(Some(app.subs.selected));
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// Red while the endpoint keeps failing.
+fn failures_style(sub: &Subscription) -> Style {
+    match &sub.health {
+        Some(h) if h.consecutive_failures > 0 => Style::new().fg(Color::Red),
+        _ => Style::new(),
+    }
 }
 
 /// The filter line while it has the keyboard.
