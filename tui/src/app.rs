@@ -15,7 +15,7 @@ pub use crate::action::{Action, Effect};
 use crate::api::{ApiError, Attempt, Outcome};
 use crate::keymap::{self, Cmd, Where};
 use crate::metrics::{Sample, Throughput};
-use crate::screens::confirm::DeleteConfirm;
+use crate::screens::confirm::Confirm;
 use crate::screens::list::SubscriptionList;
 use crate::screens::live::LiveState;
 use crate::screens::{Screen, Tab, View};
@@ -72,7 +72,7 @@ pub struct App {
     pub(crate) tab: Tab,
     pub(crate) stack: Vec<View>,
     pub(crate) show_help: bool,
-    pub(crate) confirm_delete: Option<DeleteConfirm>,
+    pub(crate) confirm: Option<Confirm>,
     pub(crate) flash: Option<Flash>,
     pub(crate) subs: SubscriptionList,
     /// Recent attempts per subscription id, most recent first.
@@ -129,7 +129,7 @@ impl App {
             tab: Tab::Subscriptions,
             stack: Vec::new(),
             show_help: false,
-            confirm_delete: None,
+            confirm: None,
             flash: None,
             subs: SubscriptionList::default(),
             recent: HashMap::new(),
@@ -174,6 +174,7 @@ impl App {
             Action::SubscriptionCreated(result) => self.on_created(result),
             Action::SubscriptionUpdated { id, result } => self.on_updated(id, result),
             Action::SubscriptionDeleted { id, result } => self.on_deleted(id, result),
+            Action::SubscriptionStateSet { state, result, .. } => self.on_state_set(state, result),
             Action::WebhookStatusLoaded { id, result } => self.on_webhook(id, result),
             Action::AttemptsPolled { after, result } => self.on_attempts(after, result),
             Action::MetricsScraped { at, result } => self.on_metrics(at, result),
@@ -303,8 +304,8 @@ impl App {
         if self.show_help {
             return vec![Where::HelpOverlay];
         }
-        if self.confirm_delete.is_some() {
-            return vec![Where::DeleteDialog];
+        if let Some(confirm) = &self.confirm {
+            return vec![Where::Dialog(confirm.ask)];
         }
         let screen = self.screen();
         if screen == Screen::Form {
@@ -331,7 +332,7 @@ impl App {
                 }
                 Vec::new()
             }
-            Where::DeleteDialog => self.confirm_command(cmd),
+            Where::Dialog(_) => self.confirm_command(cmd),
             Where::FilterLine => {
                 self.filter_command(cmd, key);
                 Vec::new()

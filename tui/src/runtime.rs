@@ -47,6 +47,10 @@ pub async fn execute(effect: Effect, client: &Client) -> Action {
             let result = client.update_subscription(&id, &patch).await;
             Action::SubscriptionUpdated { id, result }
         }
+        Effect::SetSubscriptionState { id, state } => {
+            let result = client.set_subscription_state(&id, state).await;
+            Action::SubscriptionStateSet { id, state, result }
+        }
         Effect::DeleteSubscription(id) => {
             let result = client.delete_subscription(&id).await;
             Action::SubscriptionDeleted { id, result }

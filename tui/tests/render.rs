@@ -374,6 +374,20 @@ fn delete_confirmation() {
 }
 
 #[test]
+fn disable_confirmation() {
+    let mut app = mixed();
+    key(&mut app, KeyCode::Char('x'));
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn enable_confirmation() {
+    let mut app = mixed_detail(3);
+    key(&mut app, KeyCode::Char('x'));
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
 fn subscription_detail() {
     let mut app = loaded();
     key(&mut app, KeyCode::Enter);

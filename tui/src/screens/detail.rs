@@ -9,6 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::TableState;
 use ratatui::Frame;
 
+use super::confirm::Ask;
 use super::form::FormState;
 use super::{select_row, View};
 use crate::api::{ApiError, Attempt, Subscription};
@@ -165,7 +166,12 @@ impl App {
             }
             Cmd::Delete => {
                 if let Some(sub) = d.sub.clone() {
-                    self.ask_delete(&sub);
+                    self.ask(Ask::Delete, &sub);
+                }
+            }
+            Cmd::ToggleDisabled => {
+                if let Some(sub) = d.sub.clone() {
+                    self.ask_toggle(&sub);
                 }
             }
             _ => {}

@@ -9,6 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Row, Table, TableState};
 use ratatui::Frame;
 
+use super::confirm::Ask;
 use super::form::FormState;
 use super::{select_row, Screen, View};
 use crate::api::{ApiError, Subscription};
@@ -217,7 +218,12 @@ impl App {
             }
             Cmd::Delete => {
                 if let Some(sub) = self.selected_subscription().cloned() {
-                    self.ask_delete(&sub);
+                    self.ask(Ask::Delete, &sub);
+                }
+            }
+            Cmd::ToggleDisabled => {
+                if let Some(sub) = self.selected_subscription().cloned() {
+                    self.ask_toggle(&sub);
                 }
             }
             Cmd::Open => {

@@ -13,6 +13,7 @@ use ratatui::crossterm::event::KeyEvent;
 use ratatui::layout::Rect;
 use ratatui::Frame;
 
+use crate::api::{Subscription, SubscriptionState};
 use crate::app::{short_id, App, Effect};
 use crate::keymap::{Cmd, Where};
 use detail::DetailState;
@@ -173,9 +174,25 @@ impl App {
 /// Footer words of `place` that show the screen's state instead of the
 /// key table's words for `cmd`.
 pub(crate) fn footer_words(app: &App, place: Where, cmd: Cmd) -> Option<String> {
-    match place {
-        Where::Screen(Screen::Live) => live::footer_words(app, cmd),
+    match (place, cmd) {
+        (Where::Screen(Screen::Live), _) => live::footer_words(app, cmd),
+        // x enables what is disabled.
+        (Where::Screen(screen), Cmd::ToggleDisabled) => app
+            .toggle_target(screen)
+            .filter(|s| s.state == SubscriptionState::Disabled)
+            .map(|_| "enable".to_string()),
         _ => None,
+    }
+}
+
+impl App {
+    /// The subscription `x` would disable or enable on `screen`.
+    fn toggle_target(&self, screen: Screen) -> Option<&Subscription> {
+        match (screen, self.stack.last()) {
+            (Screen::Subscriptions, _) => self.selected_subscription(),
+            (Screen::SubscriptionDetail, Some(View::SubscriptionDetail(d))) => d.sub.as_ref(),
+            _ => None,
+        }
     }
 }
 
