@@ -18,6 +18,7 @@ use crate::metrics::{Sample, Throughput};
 use crate::screens::confirm::Confirm;
 use crate::screens::list::SubscriptionList;
 use crate::screens::live::LiveState;
+use crate::screens::overview::OverviewState;
 use crate::screens::{Screen, Tab, View};
 
 /// Ticks (seconds) between health checks while the server is reachable.
@@ -75,6 +76,7 @@ pub struct App {
     pub(crate) confirm: Option<Confirm>,
     pub(crate) flash: Option<Flash>,
     pub(crate) subs: SubscriptionList,
+    pub(crate) overview: OverviewState,
     /// Recent attempts per subscription id, most recent first.
     pub(crate) recent: HashMap<String, Vec<Attempt>>,
     pub(crate) live: LiveState,
@@ -126,12 +128,13 @@ impl App {
             ticks: 0,
             connection: Connection::Connecting,
             throughput: Throughput::default(),
-            tab: Tab::Subscriptions,
+            tab: Tab::Overview,
             stack: Vec::new(),
             show_help: false,
             confirm: None,
             flash: None,
             subs: SubscriptionList::default(),
+            overview: OverviewState::default(),
             recent: HashMap::new(),
             live: LiveState::default(),
             inflight: InFlight::default(),
@@ -422,20 +425,31 @@ mod tests {
 
     #[test]
     fn navigation_and_quit() {
-        let mut app = loaded_app();
+        let mut app = App::new("http://x");
+        assert_eq!(app.screen(), Screen::Overview, "the start screen");
+        app.update(key(KeyCode::Tab));
         assert_eq!(app.screen(), Screen::Subscriptions);
         app.update(key(KeyCode::Tab));
         assert_eq!(app.screen(), Screen::Live);
+        app.update(key(KeyCode::Tab));
+        assert_eq!(app.screen(), Screen::Overview);
+        app.update(key(KeyCode::BackTab));
+        assert_eq!(app.screen(), Screen::Live);
         app.update(ch('1'));
-        assert_eq!(app.screen(), Screen::Subscriptions);
+        assert_eq!(app.screen(), Screen::Overview);
         app.update(ch('2'));
+        assert_eq!(app.screen(), Screen::Subscriptions);
+        app.update(ch('3'));
         assert_eq!(app.screen(), Screen::Live);
         app.update(ch('?'));
         assert!(app.help_visible());
         app.update(key(KeyCode::Esc));
         assert!(!app.help_visible());
-        app.update(ch('3'));
+        app.update(ch('4'));
         assert!(app.help_visible());
+        app.update(ch('4'));
+        assert!(!app.help_visible());
+        app.update(ch('4'));
         app.update(ch('q'));
         assert!(app.should_quit());
     }

@@ -112,6 +112,23 @@ pub fn failures_text(sub: &Subscription) -> String {
         .map_or_else(|| "-".to_string(), |h| h.consecutive_failures.to_string())
 }
 
+/// Why a subscription needs attention, in a few words: the disabled
+/// reason, the next probe of an open circuit.
+pub fn attention_note(sub: &Subscription, now: Option<&DateTime<Utc>>) -> String {
+    match Badge::of(sub, 0) {
+        Badge::Disabled => sub
+            .disabled_reason
+            .clone()
+            .unwrap_or_else(|| "disabled".to_string()),
+        Badge::Open => match sub.health.as_ref().and_then(|h| h.circuit_open_until) {
+            Some(until) => format!("next probe {}", ago(now, Some(&until))),
+            None => "no probe scheduled".to_string(),
+        },
+        Badge::Probing => "one probe in flight decides".to_string(),
+        _ => String::new(),
+    }
+}
+
 /// The lines of the detail screen's health block.
 pub fn detail_lines(
     sub: &Subscription,
@@ -205,5 +222,15 @@ mod tests {
         assert_eq!(ago(None, None), "-");
         assert_eq!(ago(None, Some(&t0())), "09:41:03");
         assert_eq!(ago(Some(&t0()), Some(&t0())), "in 0s");
+    }
+
+    #[test]
+    fn attention_notes() {
+        let mut s = with(Circuit::Open, 0);
+        s.health.as_mut().unwrap().circuit_open_until = Some(t0() + chrono::Duration::seconds(25));
+        assert_eq!(attention_note(&s, Some(&t0())), "next probe in 25s");
+        s.state = SubscriptionState::Disabled;
+        s.disabled_reason = Some("the receiver answered 410 Gone".into());
+        assert_eq!(attention_note(&s, None), "the receiver answered 410 Gone");
     }
 }

@@ -363,6 +363,7 @@ mod tests {
             );
         }
         for screen in [
+            Screen::Overview,
             Screen::Subscriptions,
             Screen::Live,
             Screen::Form,
@@ -386,7 +387,7 @@ mod tests {
         assert_eq!(command(Where::Everywhere, &u), None);
         assert_eq!(
             key_name(Where::Everywhere, Cmd::Show(Tab::Live)).as_deref(),
-            Some("2")
+            Some("3")
         );
         let hints: Vec<&str> = footer(Where::Screen(Screen::SubscriptionDetail))
             .iter()

@@ -58,6 +58,7 @@ pub(crate) fn attempt(id: i64, sub_id: &str, outcome: Outcome) -> Attempt {
     }
 }
 
+/// Two loaded subscriptions, the subscription list in front.
 pub(crate) fn loaded_app() -> App {
     let mut app = App::new("http://127.0.0.1:8000");
     app.update(Action::Init);
@@ -65,6 +66,7 @@ pub(crate) fn loaded_app() -> App {
         sub(1, "https://a.example/hook", Some(&["order.created"])),
         sub(2, "https://b.example/hook", None),
     ])));
+    app.update(ch('2'));
     app
 }
 

@@ -37,11 +37,11 @@ const END: Chord = Chord::Key(KeyCode::End);
 // Bindings used in more than one block.
 
 const NEXT_TAB: Binding =
-    bind("Tab", "next screen", &[(TAB, Cmd::NextTab)]).hints(&[hint("Tab/1-2", "screens")]);
+    bind("Tab", "next screen", &[(TAB, Cmd::NextTab)]).hints(&[hint("Tab/1-3", "screens")]);
 const HELP: Binding = bind(
-    "? / 3",
+    "? / 4",
     "this help",
-    &[(key('?'), Cmd::Help), (key('3'), Cmd::Help)],
+    &[(key('?'), Cmd::Help), (key('4'), Cmd::Help)],
 )
 .hints(&[hint("?", "help")]);
 const BACK: Binding =
@@ -98,11 +98,12 @@ const EVERYWHERE: Block = Block {
     in_help: true,
     bindings: &[
         bind(
-            "1 / 2",
-            "Subscriptions / Live",
+            "1 / 2 / 3",
+            "Overview / Subscriptions / Live",
             &[
-                (key('1'), Cmd::Show(Tab::Subscriptions)),
-                (key('2'), Cmd::Show(Tab::Live)),
+                (key('1'), Cmd::Show(Tab::Overview)),
+                (key('2'), Cmd::Show(Tab::Subscriptions)),
+                (key('3'), Cmd::Show(Tab::Live)),
             ],
         ),
         NEXT_TAB,
@@ -113,6 +114,19 @@ const EVERYWHERE: Block = Block {
         FORCE_QUIT,
     ],
     footer_also: &[],
+};
+
+const OVERVIEW: Block = Block {
+    place: Where::Screen(Screen::Overview),
+    title: "Overview",
+    in_help: true,
+    bindings: &[
+        bind("↑↓ j k", "select in Needs attention", LIST_SELECT.map).hints(LIST_SELECT.hints),
+        bind("Enter", "open subscription", &[(ENTER, Cmd::Open)]).hints(&[hint("⏎", "open")]),
+        TOGGLE_DISABLED,
+        REFRESH,
+    ],
+    footer_also: &[NEXT_TAB, HELP, QUIT],
 };
 
 const SUBSCRIPTIONS: Block = Block {
@@ -288,12 +302,12 @@ const HELP_OVERLAY: Block = Block {
     in_help: false,
     bindings: &[
         bind(
-            "Esc / ? / 3 / Enter",
+            "Esc / ? / 4 / Enter",
             "close the help",
             &[
                 (ESC, Cmd::CloseHelp),
                 (key('?'), Cmd::CloseHelp),
-                (key('3'), Cmd::CloseHelp),
+                (key('4'), Cmd::CloseHelp),
                 (ENTER, Cmd::CloseHelp),
             ],
         )
@@ -352,6 +366,7 @@ const ENABLE_DIALOG: Block = dialog(
 /// Every key binding of the UI, block by block.
 pub static KEYMAP: &[Block] = &[
     EVERYWHERE,
+    OVERVIEW,
     SUBSCRIPTIONS,
     FILTER_LINE,
     FORM,

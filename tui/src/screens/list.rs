@@ -1,4 +1,4 @@
-//! The subscription list: all subscriptions with their health at a
+//! The subscription list (tab 2): all subscriptions with their health at a
 //! glance (state, consecutive failures, last success) and recent success
 //! rate, a substring filter, and the way into everything else.
 
@@ -23,8 +23,9 @@ use crate::widgets::{
 /// Subscriptions whose recent attempts are fetched after a list load, so the
 /// success-rate column fills in without opening each one.
 pub const RATE_PREFETCH_MAX: usize = 50;
-/// Ticks (seconds) between reloads of the subscription list while it is on
-/// screen (new subscriptions and success rates show up by themselves).
+/// Ticks (seconds) between reloads of the subscription list while it (or
+/// the overview) is on screen: new subscriptions, health and success rates
+/// show up by themselves.
 pub const LIST_EVERY_TICKS: u64 = 5;
 
 /// State of the subscription list screen.
@@ -97,7 +98,7 @@ impl App {
     pub(crate) fn reload_list_when_due(&mut self) -> Option<Effect> {
         let stale = !self.subs.loaded && self.ticks % 2 == 0;
         let on_screen = self.subs.loaded
-            && self.screen() == Screen::Subscriptions
+            && matches!(self.screen(), Screen::Subscriptions | Screen::Overview)
             && self.ticks % LIST_EVERY_TICKS == 0;
         (!self.subs.loading && (stale || on_screen)).then(|| self.load_subscriptions())
     }
@@ -364,19 +365,26 @@ mod tests {
         app.update(Action::Init);
         let s = sub(1, "https://a.example/hook", None);
         app.update(Action::SubscriptionsLoaded(Ok(vec![s])));
-        let reloads = (0..LIST_EVERY_TICKS)
-            .flat_map(|_| app.update(Action::Tick { now: t0() }))
-            .filter(|e| *e == Effect::LoadSubscriptions)
-            .count();
-        assert_eq!(reloads, 1, "one reload per {LIST_EVERY_TICKS} ticks");
-        // Not while the live tail is on screen.
-        app.update(Action::SubscriptionsLoaded(Ok(vec![])));
+        let reloads = |app: &mut App| {
+            let n = (0..LIST_EVERY_TICKS)
+                .flat_map(|_| app.update(Action::Tick { now: t0() }))
+                .filter(|e| *e == Effect::LoadSubscriptions)
+                .count();
+            app.update(Action::SubscriptionsLoaded(Ok(vec![])));
+            n
+        };
+        // The overview (the start screen) shows the list's problems.
+        assert_eq!(app.screen(), Screen::Overview);
+        assert_eq!(
+            reloads(&mut app),
+            1,
+            "one reload per {LIST_EVERY_TICKS} ticks"
+        );
         app.update(key(KeyCode::Char('2')));
-        let reloads = (0..LIST_EVERY_TICKS)
-            .flat_map(|_| app.update(Action::Tick { now: t0() }))
-            .filter(|e| *e == Effect::LoadSubscriptions)
-            .count();
-        assert_eq!(reloads, 0);
+        assert_eq!(reloads(&mut app), 1);
+        // Not while the live tail is on screen.
+        app.update(key(KeyCode::Char('3')));
+        assert_eq!(reloads(&mut app), 0);
     }
 
     #[test]
