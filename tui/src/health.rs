@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
+use ratatui::widgets::Cell;
 
 use crate::api::{Circuit, Health, Subscription, SubscriptionState};
 use crate::widgets::{fmt_relative, fmt_time, kv};
@@ -105,11 +106,27 @@ fn when(now: Option<&DateTime<Utc>>, t: &DateTime<Utc>) -> String {
     }
 }
 
-/// Consecutive failures as the tables show them (`-` without health).
-pub fn failures_text(sub: &Subscription) -> String {
-    sub.health
-        .as_ref()
-        .map_or_else(|| "-".to_string(), |h| h.consecutive_failures.to_string())
+/// The STATE cell of the tables: the badge in its colour.
+pub fn state_cell(badge: Badge) -> Cell<'static> {
+    Cell::from(badge.text()).style(badge.style())
+}
+
+/// The FAILS cell of the tables: consecutive failures, red while the
+/// endpoint keeps failing, `-` without health.
+pub fn failures_cell(sub: &Subscription) -> Cell<'static> {
+    match &sub.health {
+        Some(h) if h.consecutive_failures > 0 => {
+            Cell::from(h.consecutive_failures.to_string()).style(Style::new().fg(Color::Red))
+        }
+        Some(h) => Cell::from(h.consecutive_failures.to_string()),
+        None => Cell::from("-"),
+    }
+}
+
+/// The LAST OK cell of the tables: the last success relative to `now`.
+pub fn last_ok_cell(sub: &Subscription, now: Option<&DateTime<Utc>>) -> Cell<'static> {
+    let last_ok = sub.health.as_ref().and_then(|h| h.last_success_at.as_ref());
+    Cell::from(ago(now, last_ok))
 }
 
 /// Why a subscription needs attention, in a few words: the disabled

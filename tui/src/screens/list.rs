@@ -14,7 +14,7 @@ use super::form::FormState;
 use super::{select_row, Screen, View};
 use crate::api::{ApiError, Subscription};
 use crate::app::{short_id, App, Effect};
-use crate::health::{ago, failures_text, Badge};
+use crate::health::{failures_cell, last_ok_cell, state_cell, Badge};
 use crate::keymap::Cmd;
 use crate::widgets::{
     events_text, fill_width, fit, message, panel, rate_text, unreachable_lines, ACCENT,
@@ -298,15 +298,13 @@ pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
     const FIXED: [u16; 6] = [8, 11, 16, 5, 10, 10];
     let url_width = fill_width(area, &FIXED);
     let rows = visible.iter().map(|s| {
-        let badge = app.badge(s);
-        let last_ok = s.health.as_ref().and_then(|h| h.last_success_at.as_ref());
         Row::new(vec![
             Cell::from(short_id(&s.id).to_string()).style(Style::new().fg(ACCENT)),
-            Cell::from(badge.text()).style(badge.style()),
+            state_cell(app.badge(s)),
             Cell::from(fit(&s.target_url, url_width)),
             Cell::from(fit(&events_text(s), FIXED[2])),
-            Cell::from(failures_text(s)).style(failures_style(s)),
-            Cell::from(ago(app.now.as_ref(), last_ok)),
+            failures_cell(s),
+            last_ok_cell(s, app.now.as_ref()),
             Cell::from(rate_text(app.recent_attempts(&s.id))),
         ])
     });
@@ -320,14 +318,6 @@ pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
         .highlight_symbol("▶ ");
     let mut state = TableState::default().with_selected(Some(app.subs.selected));
     frame.render_stateful_widget(table, area, &mut state);
-}
-
-/// Red while the endpoint keeps failing.
-fn failures_style(sub: &Subscription) -> Style {
-    match &sub.health {
-        Some(h) if h.consecutive_failures > 0 => Style::new().fg(Color::Red),
-        _ => Style::new(),
-    }
 }
 
 /// The filter line while it has the keyboard.

@@ -14,7 +14,7 @@ use ratatui::Frame;
 use super::select_row;
 use crate::api::Subscription;
 use crate::app::{short_id, App, Connection, Effect};
-use crate::health::{ago, attention_note, failures_text, Badge};
+use crate::health::{attention_note, failures_cell, last_ok_cell, state_cell, Badge};
 use crate::keymap::Cmd;
 use crate::metrics::{per_second, Gauges, RatePoint, Rates};
 use crate::widgets::{fill_width, fit, fmt_span, message, panel, unreachable_lines, ACCENT};
@@ -269,14 +269,12 @@ fn draw_attention(app: &App, frame: &mut Frame, area: Rect) {
     let why_width = fill_width(area, &FIXED);
     let now = app.now.as_ref();
     let rows = subs.iter().map(|s| {
-        let badge = app.badge(s);
-        let last_ok = s.health.as_ref().and_then(|h| h.last_success_at.as_ref());
         Row::new(vec![
             Cell::from(short_id(&s.id).to_string()).style(Style::new().fg(ACCENT)),
-            Cell::from(badge.text()).style(badge.style()),
+            state_cell(app.badge(s)),
             Cell::from(fit(&s.target_url, FIXED[2])),
-            Cell::from(failures_text(s)),
-            Cell::from(ago(now, last_ok)),
+            failures_cell(s),
+            last_ok_cell(s, now),
             Cell::from(fit(&attention_note(s, now), why_width)),
         ])
     });
