@@ -204,17 +204,23 @@ pub struct Sample {
 impl Sample {
     /// Read the counters and gauges out of a scrape.
     pub fn parse(at: DateTime<Utc>, text: &str) -> Sample {
+        let accepted = or_declared(counter_sum(text, ACCEPTED_TOTAL), text, ACCEPTED_TOTAL);
+        // webhookd prints no line of the attempts family before the first
+        // attempt: next to its accepted counter, that means none so far.
+        let none_yet = accepted.map(|_| 0.0);
         let outcomes = |values: &[&str]| {
             or_declared(
                 labelled_sum(text, DELIVERIES_TOTAL, "outcome", values),
                 text,
                 DELIVERIES_TOTAL,
             )
+            .or(none_yet)
         };
         Sample {
             at,
-            accepted: or_declared(counter_sum(text, ACCEPTED_TOTAL), text, ACCEPTED_TOTAL),
-            deliveries: or_declared(counter_sum(text, DELIVERIES_TOTAL), text, DELIVERIES_TOTAL),
+            accepted,
+            deliveries: or_declared(counter_sum(text, DELIVERIES_TOTAL), text, DELIVERIES_TOTAL)
+                .or(none_yet),
             delivered: outcomes(&["success"]),
             failed: outcomes(&["failed_attempt", "failure"]),
             gauges: Gauges::parse(text),
@@ -480,6 +486,16 @@ webhookd_consumer_pending_total_bogus 99
         assert_eq!(s.gauges.circuits_open, Some(0.0));
         assert_eq!(s.accepted, None);
         assert_eq!(Sample::parse(t(0), "").failed, None);
+        // What webhookd prints before its first attempt: no line at all of
+        // the attempts family, but the accepted counter.
+        let s = Sample::parse(
+            t(0),
+            "# TYPE webhookd_webhooks_accepted counter\nwebhookd_webhooks_accepted_total 0\n",
+        );
+        assert_eq!(
+            (s.accepted, s.deliveries, s.failed),
+            (Some(0.0), Some(0.0), Some(0.0))
+        );
     }
 
     fn t(secs: i64) -> DateTime<Utc> {

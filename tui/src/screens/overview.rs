@@ -256,6 +256,11 @@ fn draw_attention(app: &App, frame: &mut Frame, area: Rect) {
     if subs.is_empty() {
         let text = if app.subs.items.is_empty() {
             Span::raw("  No subscriptions yet. Press 2, then n to create one.")
+        } else if app.subs.items.iter().all(|s| s.health.is_none()) {
+            Span::styled(
+                "  No disabled subscription. This server does not report circuits.",
+                Style::new().fg(Color::Gray),
+            )
         } else {
             Span::styled(
                 "  ✓ No open circuit, no disabled subscription.",
@@ -383,6 +388,28 @@ mod tests {
             app.confirmation().map(|c| c.id.clone()),
             Some(sub(3, "", None).id)
         );
+    }
+
+    #[test]
+    fn a_server_without_health_is_not_called_healthy() {
+        let mut app = troubled_app();
+        let mut old = sub(1, "", None);
+        old.health = None;
+        app.update(Action::SubscriptionsLoaded(Ok(vec![old])));
+        let screen = render_text(&app);
+        assert!(screen.contains("does not report circuits"), "{screen}");
+        assert!(!screen.contains("No open circuit"), "{screen}");
+        app.update(Action::SubscriptionsLoaded(Ok(vec![sub(1, "", None)])));
+        assert!(render_text(&app).contains("No open circuit"));
+    }
+
+    fn render_text(app: &App) -> String {
+        let mut terminal =
+            ratatui::Terminal::new(ratatui::backend::TestBackend::new(100, 30)).unwrap();
+        terminal
+            .draw(|frame| crate::ui::render(app, frame))
+            .unwrap();
+        terminal.backend().to_string()
     }
 
     #[test]
