@@ -7,7 +7,7 @@ use ratatui::crossterm::event::KeyEvent;
 
 use crate::api::{
     ApiError, Attempt, AttemptsPage, NewSubscription, Subscription, SubscriptionPatch,
-    WebhookStatus,
+    SubscriptionState, WebhookStatus,
 };
 
 /// Everything that can happen to the app: input, time, and API results.
@@ -46,6 +46,15 @@ pub enum Action {
     SubscriptionUpdated {
         /// Patched id.
         id: String,
+        /// Answer.
+        result: Result<Subscription, ApiError>,
+    },
+    /// Answer of `PATCH /subscriptions/{id}` with `{"state": ..}`.
+    SubscriptionStateSet {
+        /// Patched id.
+        id: String,
+        /// The state asked for.
+        state: SubscriptionState,
         /// Answer.
         result: Result<Subscription, ApiError>,
     },
@@ -105,6 +114,14 @@ pub enum Effect {
         id: String,
         /// Changed fields only.
         patch: SubscriptionPatch,
+    },
+    /// `PATCH /subscriptions/{id}` with `{"state": ..}` →
+    /// [`Action::SubscriptionStateSet`].
+    SetSubscriptionState {
+        /// Subscription id.
+        id: String,
+        /// Disabled or active.
+        state: SubscriptionState,
     },
     /// `DELETE /subscriptions/{id}` → [`Action::SubscriptionDeleted`].
     DeleteSubscription(String),

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 mod types;
 
 pub use types::{
-    Attempt, AttemptsPage, NewSubscription, Outcome, Subscription, SubscriptionPage,
-    SubscriptionPatch, WebhookStatus,
+    Attempt, AttemptsPage, Circuit, Health, NewSubscription, Outcome, Subscription,
+    SubscriptionPage, SubscriptionPatch, SubscriptionState, WebhookStatus,
 };
 
 /// How long one request may take before the server is considered unreachable.
@@ -231,6 +231,20 @@ impl Client {
             .send(Method::PATCH, &["subscriptions", id], &[], Some(patch))
             .await?;
         decode(&body)
+    }
+
+    /// `PATCH /subscriptions/{id}` with `{"state": ...}`: disable or
+    /// enable a subscription. The answer is the subscription as it is now.
+    pub async fn set_subscription_state(
+        &self,
+        id: &str,
+        state: SubscriptionState,
+    ) -> Result<Subscription, ApiError> {
+        let patch = SubscriptionPatch {
+            state: Some(state),
+            ..SubscriptionPatch::default()
+        };
+        self.update_subscription(id, &patch).await
     }
 
     /// `DELETE /subscriptions/{id}`.

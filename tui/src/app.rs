@@ -14,10 +14,11 @@ use ratatui::crossterm::event::{KeyEvent, KeyEventKind};
 pub use crate::action::{Action, Effect};
 use crate::api::{ApiError, Attempt, Outcome};
 use crate::keymap::{self, Cmd, Where};
-use crate::metrics::{Rates, Sample};
-use crate::screens::confirm::DeleteConfirm;
+use crate::metrics::{Sample, Throughput};
+use crate::screens::confirm::Confirm;
 use crate::screens::list::SubscriptionList;
 use crate::screens::live::LiveState;
+use crate::screens::overview::OverviewState;
 use crate::screens::{Screen, Tab, View};
 
 /// Ticks (seconds) between health checks while the server is reachable.
@@ -56,6 +57,7 @@ pub(crate) struct InFlight {
     pub(crate) live: bool,
     pub(crate) live_catchups: u8,
     pub(crate) attempts: HashSet<String>,
+    pub(crate) subscriptions: HashSet<String>,
     pub(crate) webhooks: HashSet<String>,
 }
 
@@ -67,13 +69,14 @@ pub struct App {
     pub(crate) now: Option<DateTime<Utc>>,
     pub(crate) ticks: u64,
     pub(crate) connection: Connection,
-    pub(crate) rates: Rates,
+    pub(crate) throughput: Throughput,
     pub(crate) tab: Tab,
     pub(crate) stack: Vec<View>,
     pub(crate) show_help: bool,
-    pub(crate) confirm_delete: Option<DeleteConfirm>,
+    pub(crate) confirm: Option<Confirm>,
     pub(crate) flash: Option<Flash>,
     pub(crate) subs: SubscriptionList,
+    pub(crate) overview: OverviewState,
     /// Recent attempts per subscription id, most recent first.
     pub(crate) recent: HashMap<String, Vec<Attempt>>,
     pub(crate) live: LiveState,
@@ -124,13 +127,14 @@ impl App {
             now: None,
             ticks: 0,
             connection: Connection::Connecting,
-            rates: Rates::Unknown,
-            tab: Tab::Subscriptions,
+            throughput: Throughput::default(),
+            tab: Tab::Overview,
             stack: Vec::new(),
             show_help: false,
-            confirm_delete: None,
+            confirm: None,
             flash: None,
             subs: SubscriptionList::default(),
+            overview: OverviewState::default(),
             recent: HashMap::new(),
             live: LiveState::default(),
             inflight: InFlight::default(),
@@ -173,6 +177,7 @@ impl App {
             Action::SubscriptionCreated(result) => self.on_created(result),
             Action::SubscriptionUpdated { id, result } => self.on_updated(id, result),
             Action::SubscriptionDeleted { id, result } => self.on_deleted(id, result),
+            Action::SubscriptionStateSet { state, result, .. } => self.on_state_set(state, result),
             Action::WebhookStatusLoaded { id, result } => self.on_webhook(id, result),
             Action::AttemptsPolled { after, result } => self.on_attempts(after, result),
             Action::MetricsScraped { at, result } => self.on_metrics(at, result),
@@ -231,7 +236,7 @@ impl App {
             Err(ApiError::Unreachable(why)) => {
                 self.connection = Connection::Unreachable(why.clone());
                 // Old rates would look live; start measuring afresh later.
-                self.rates = Rates::Unknown;
+                self.throughput.reset();
             }
             Ok(_) | Err(ApiError::Http { .. }) => self.connection = Connection::Reachable,
             Err(_) => {}
@@ -260,10 +265,8 @@ impl App {
         self.inflight.metrics = false;
         self.note(&result);
         match result {
-            Ok(text) => self.rates = self.rates.observe(Sample::parse(at, &text)),
-            Err(ApiError::Http { .. }) | Err(ApiError::Decode(_)) => {
-                self.rates = Rates::Unavailable
-            }
+            Ok(text) => self.throughput.observe(Sample::parse(at, &text)),
+            Err(ApiError::Http { .. }) | Err(ApiError::Decode(_)) => self.throughput.unavailable(),
             Err(_) => {}
         }
         Vec::new()
@@ -304,8 +307,8 @@ impl App {
         if self.show_help {
             return vec![Where::HelpOverlay];
         }
-        if self.confirm_delete.is_some() {
-            return vec![Where::DeleteDialog];
+        if let Some(confirm) = &self.confirm {
+            return vec![Where::Dialog(confirm.ask)];
         }
         let screen = self.screen();
         if screen == Screen::Form {
@@ -332,7 +335,7 @@ impl App {
                 }
                 Vec::new()
             }
-            Where::DeleteDialog => self.confirm_command(cmd),
+            Where::Dialog(_) => self.confirm_command(cmd),
             Where::FilterLine => {
                 self.filter_command(cmd, key);
                 Vec::new()
@@ -422,20 +425,31 @@ mod tests {
 
     #[test]
     fn navigation_and_quit() {
-        let mut app = loaded_app();
+        let mut app = App::new("http://x");
+        assert_eq!(app.screen(), Screen::Overview, "the start screen");
+        app.update(key(KeyCode::Tab));
         assert_eq!(app.screen(), Screen::Subscriptions);
         app.update(key(KeyCode::Tab));
         assert_eq!(app.screen(), Screen::Live);
+        app.update(key(KeyCode::Tab));
+        assert_eq!(app.screen(), Screen::Overview);
+        app.update(key(KeyCode::BackTab));
+        assert_eq!(app.screen(), Screen::Live);
         app.update(ch('1'));
-        assert_eq!(app.screen(), Screen::Subscriptions);
+        assert_eq!(app.screen(), Screen::Overview);
         app.update(ch('2'));
+        assert_eq!(app.screen(), Screen::Subscriptions);
+        app.update(ch('3'));
         assert_eq!(app.screen(), Screen::Live);
         app.update(ch('?'));
         assert!(app.help_visible());
         app.update(key(KeyCode::Esc));
         assert!(!app.help_visible());
-        app.update(ch('3'));
+        app.update(ch('4'));
         assert!(app.help_visible());
+        app.update(ch('4'));
+        assert!(!app.help_visible());
+        app.update(ch('4'));
         app.update(ch('q'));
         assert!(app.should_quit());
     }
@@ -456,7 +470,7 @@ mod tests {
             at: t0() + chrono::Duration::seconds(2),
             result: Ok(text(4, 10)),
         });
-        assert_eq!(app.rates.label(), "in 2.0/s · out 5.0/s");
+        assert_eq!(app.throughput.label(), "in 2.0/s · out 5.0/s");
         app.update(Action::MetricsScraped {
             at: t0(),
             result: Err(ApiError::Http {
@@ -466,7 +480,7 @@ mod tests {
                 field: None,
             }),
         });
-        assert_eq!(app.rates.label(), "rates n/a");
+        assert_eq!(app.throughput.label(), "rates n/a");
     }
 
     #[test]

@@ -24,8 +24,10 @@ pub enum Event {
     Tick,
     /// Keyboard, resize or other terminal input.
     Terminal(ct::Event),
-    /// The result of a background task, ready for [`crate::app::App::update`].
-    App(Action),
+    /// The result of a background task, ready for [`crate::app::App::update`]
+    /// (boxed: an action carrying subscriptions is much larger than the
+    /// other events).
+    App(Box<Action>),
     /// Terminal input can no longer be read; the UI cannot be driven.
     InputFailed(String),
 }

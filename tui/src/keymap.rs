@@ -13,6 +13,7 @@
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
+use crate::screens::confirm::Ask;
 use crate::screens::{Screen, Tab};
 
 mod table;
@@ -58,6 +59,8 @@ pub enum Cmd {
     Edit,
     /// Delete the subscription (asks first).
     Delete,
+    /// Disable the subscription, or enable it when disabled (asks first).
+    ToggleDisabled,
     /// Open the webhook's subscription.
     OpenSubscription,
     /// Give the filter line the keyboard.
@@ -203,8 +206,8 @@ pub enum Where {
     FilterLine,
     /// The help overlay.
     HelpOverlay,
-    /// The "delete this subscription?" dialog.
-    DeleteDialog,
+    /// A y/n dialog (delete, disable, enable).
+    Dialog(Ask),
 }
 
 /// The bindings of one place, in the order help and footer list them.
@@ -360,6 +363,7 @@ mod tests {
             );
         }
         for screen in [
+            Screen::Overview,
             Screen::Subscriptions,
             Screen::Live,
             Screen::Form,
@@ -383,7 +387,7 @@ mod tests {
         assert_eq!(command(Where::Everywhere, &u), None);
         assert_eq!(
             key_name(Where::Everywhere, Cmd::Show(Tab::Live)).as_deref(),
-            Some("2")
+            Some("3")
         );
         let hints: Vec<&str> = footer(Where::Screen(Screen::SubscriptionDetail))
             .iter()
@@ -396,6 +400,7 @@ mod tests {
                 "open webhook",
                 "edit",
                 "delete",
+                "disable",
                 "refresh",
                 "back",
                 "help",

@@ -7,11 +7,12 @@
 //! - [`api`]: reqwest client and serde types of the HTTP API;
 //! - [`app`]: all UI state, changed only by `App::update(Action)`, no I/O;
 //! - [`screens`]: one module per screen: its state, commands and drawing;
+//! - `health`: how a subscription's circuit, throttle and state read;
 //! - [`ui`]: rendering as a pure function of the state (the shared chrome);
 //! - [`keymap`]: the key table behind key handling, footer, help and README;
 //! - [`event`]: the one channel of ticks, terminal input and API results;
 //! - [`runtime`]: the loop gluing them together and running effects;
-//! - [`metrics`]: Prometheus counter parsing for the header rates.
+//! - [`metrics`]: Prometheus parsing: header rates, chart history, gauges.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -19,6 +20,7 @@ mod action;
 pub mod api;
 pub mod app;
 pub mod event;
+mod health;
 pub mod keymap;
 pub mod metrics;
 pub mod runtime;

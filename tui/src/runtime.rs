@@ -47,6 +47,10 @@ pub async fn execute(effect: Effect, client: &Client) -> Action {
             let result = client.update_subscription(&id, &patch).await;
             Action::SubscriptionUpdated { id, result }
         }
+        Effect::SetSubscriptionState { id, state } => {
+            let result = client.set_subscription_state(&id, state).await;
+            Action::SubscriptionStateSet { id, state, result }
+        }
         Effect::DeleteSubscription(id) => {
             let result = client.delete_subscription(&id).await;
             Action::SubscriptionDeleted { id, result }
@@ -70,7 +74,7 @@ fn spawn_all(effects: Vec<Effect>, client: &Client, tx: &UnboundedSender<Event>)
         tokio::spawn(async move {
             let action = execute(effect, &client).await;
             // The receiver is gone only when the app is quitting.
-            let _ = tx.send(Event::App(action));
+            let _ = tx.send(Event::App(Box::new(action)));
         });
     }
 }
@@ -85,7 +89,7 @@ fn handle(app: &mut App, event: Event) -> io::Result<Vec<Effect>> {
         // Resizes need no state change: the redraw after this batch
         // picks up the new size.
         Event::Terminal(_) => Vec::new(),
-        Event::App(action) => app.update(action),
+        Event::App(action) => app.update(*action),
         Event::InputFailed(why) => {
             return Err(io::Error::other(format!(
                 "cannot read terminal input: {why}"

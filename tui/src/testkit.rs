@@ -3,7 +3,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::api::{Attempt, AttemptsPage, Outcome, Subscription};
+use crate::api::{Attempt, AttemptsPage, Health, Outcome, Subscription, SubscriptionState};
 use crate::app::{Action, App};
 
 pub(crate) fn key(code: KeyCode) -> Action {
@@ -32,6 +32,13 @@ pub(crate) fn sub(n: u8, url: &str, events: Option<&[&str]>) -> Subscription {
         secret: Some("****wxyz".into()),
         created_at: t0(),
         updated_at: t0(),
+        state: SubscriptionState::Active,
+        disabled_reason: None,
+        disabled_at: None,
+        health: Some(Health {
+            max_in_flight: 64,
+            ..Health::default()
+        }),
     }
 }
 
@@ -51,6 +58,7 @@ pub(crate) fn attempt(id: i64, sub_id: &str, outcome: Outcome) -> Attempt {
     }
 }
 
+/// Two loaded subscriptions, the subscription list in front.
 pub(crate) fn loaded_app() -> App {
     let mut app = App::new("http://127.0.0.1:8000");
     app.update(Action::Init);
@@ -58,6 +66,7 @@ pub(crate) fn loaded_app() -> App {
         sub(1, "https://a.example/hook", Some(&["order.created"])),
         sub(2, "https://b.example/hook", None),
     ])));
+    app.update(ch('2'));
     app
 }
 

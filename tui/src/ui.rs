@@ -55,7 +55,7 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
         Span::raw("  "),
         conn,
         Span::raw("  │  "),
-        Span::raw(app.rates.label()),
+        Span::raw(app.throughput.label()),
     ]);
     frame.render_widget(Paragraph::new(line), area);
 }
@@ -78,48 +78,77 @@ fn render_tabs(app: &App, frame: &mut Frame, area: Rect) {
     spans.push(Span::raw(" "));
     spans.push(tab(Cmd::Help, "Help", app.show_help));
     spans.push(Span::raw("   "));
+    // Where the user is; when it does not fit, its end (the screen in
+    // front) is what matters.
+    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    let room = usize::from(area.width).saturating_sub(used);
+    let crumb = screens::breadcrumb(app);
+    let len = crumb.chars().count();
+    let crumb = if len > room && room > 0 {
+        let tail: String = crumb.chars().skip(len + 1 - room).collect();
+        format!("…{tail}")
+    } else {
+        crumb
+    };
     spans.push(Span::styled(
-        screens::breadcrumb(app),
+        crumb,
         Style::new().fg(ACCENT).add_modifier(Modifier::BOLD),
     ));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn help_column(blocks: &[&keymap::Block]) -> Vec<Line<'static>> {
+/// The lines of one help column; `gap` puts a blank line between
+/// sections. The keys take the width of the longest in the column.
+fn help_column(blocks: &[&keymap::Block], gap: bool) -> Vec<Line<'static>> {
+    let listed = |block: &&keymap::Block| block.bindings.iter().filter(|b| b.in_help);
+    let width = blocks
+        .iter()
+        .flat_map(listed)
+        .map(|b| b.keys.chars().count() + 2)
+        .max()
+        .unwrap_or(0);
     let mut lines = Vec::new();
     for block in blocks {
+        if gap && !lines.is_empty() {
+            lines.push(Line::from(""));
+        }
         lines.push(Line::from(Span::styled(
             block.title,
             Style::new().fg(ACCENT).bold(),
         )));
-        for b in block.bindings.iter().filter(|b| b.in_help) {
+        for b in listed(block) {
             lines.push(Line::from(vec![
-                Span::styled(format!("  {:<15}", b.keys), Style::new().bold()),
+                Span::styled(format!("  {:<width$}", b.keys), Style::new().bold()),
                 Span::raw(b.does),
             ]));
         }
-        lines.push(Line::from(""));
     }
     lines
 }
 
-/// Where to split the help sections into two columns of similar height.
-fn help_split(blocks: &[&keymap::Block]) -> usize {
-    let heights: Vec<usize> = blocks
-        .iter()
-        .map(|b| 2 + b.bindings.iter().filter(|b| b.in_help).count())
-        .collect();
-    let total: usize = heights.iter().sum();
+/// Where to split the help sections into two columns of similar height,
+/// and the height of the taller one.
+fn help_split(blocks: &[&keymap::Block], gap: bool) -> (usize, usize) {
+    let height = |part: &[&keymap::Block]| -> usize {
+        let lines: usize = part
+            .iter()
+            .map(|b| 1 + b.bindings.iter().filter(|b| b.in_help).count())
+            .sum();
+        lines + if gap { part.len().saturating_sub(1) } else { 0 }
+    };
     (0..=blocks.len())
-        .min_by_key(|&i| {
-            let left: usize = heights[..i].iter().sum();
-            left.max(total - left)
-        })
-        .unwrap_or(0)
+        .map(|i| (i, height(&blocks[..i]).max(height(&blocks[i..]))))
+        .min_by_key(|&(_, tallest)| tallest)
+        .unwrap_or((0, 0))
 }
 
 fn render_help(frame: &mut Frame, area: Rect) {
-    let popup = popup_area(area, 92, 26);
+    let sections: Vec<&keymap::Block> = keymap::help_blocks().collect();
+    // Blank lines between sections when the taller column still fits.
+    let room = usize::from(area.height.saturating_sub(2));
+    let gap = help_split(&sections, true).1 <= room;
+    let (split, tallest) = help_split(&sections, gap);
+    let popup = popup_area(area, 92, tallest as u16 + 2);
     frame.render_widget(Clear, popup);
     let block = Block::bordered()
         .border_type(BorderType::Rounded)
@@ -131,10 +160,9 @@ fn render_help(frame: &mut Frame, area: Rect) {
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
             .areas(inner.inner(ratatui::layout::Margin::new(1, 0)));
-    let sections: Vec<&keymap::Block> = keymap::help_blocks().collect();
-    let (first, second) = sections.split_at(help_split(&sections));
-    frame.render_widget(Paragraph::new(Text::from(help_column(first))), left);
-    frame.render_widget(Paragraph::new(Text::from(help_column(second))), right);
+    let (first, second) = sections.split_at(split);
+    frame.render_widget(Paragraph::new(Text::from(help_column(first, gap))), left);
+    frame.render_widget(Paragraph::new(Text::from(help_column(second, gap))), right);
 }
 
 fn render_status(app: &App, frame: &mut Frame, area: Rect) {

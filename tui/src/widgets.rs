@@ -19,19 +19,23 @@ pub fn fmt_time(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
+/// A length of time: `12s`, `3m5s`, `2h0m`, `4d`.
+pub fn fmt_span(secs: u64) -> String {
+    if secs < 60 {
+        format!("{secs}s")
+    } else if secs < 3600 {
+        format!("{}m{}s", secs / 60, secs % 60)
+    } else if secs < 86_400 {
+        format!("{}h{}m", secs / 3600, (secs % 3600) / 60)
+    } else {
+        format!("{}d", secs / 86_400)
+    }
+}
+
 /// `in 12s` / `3m ago`, relative to `now`.
 pub fn fmt_relative(now: &DateTime<Utc>, t: &DateTime<Utc>) -> String {
     let secs = (*t - *now).num_seconds();
-    let abs = secs.unsigned_abs();
-    let amount = if abs < 60 {
-        format!("{abs}s")
-    } else if abs < 3600 {
-        format!("{}m{}s", abs / 60, abs % 60)
-    } else if abs < 86_400 {
-        format!("{}h{}m", abs / 3600, (abs % 3600) / 60)
-    } else {
-        format!("{}d", abs / 86_400)
-    };
+    let amount = fmt_span(secs.unsigned_abs());
     if secs >= 0 {
         format!("in {amount}")
     } else {

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use webhookd_tui::api::{ApiError, Client, NewSubscription, Outcome, SubscriptionPatch};
+use webhookd_tui::api::{
+    ApiError, Circuit, Client, NewSubscription, Outcome, SubscriptionPatch, SubscriptionState,
+};
 
 /// One request as the fake server saw it.
 #[derive(Debug, Clone)]
@@ -23,6 +25,21 @@ type Log = Arc<Mutex<Vec<Seen>>>;
 
 const SUB: &str = r#"{"id":"0193a4c2-0000-7000-8000-000000000001","target_url":"https://a.example/h","events":null,"secret":"****wxyz","created_at":"2026-11-29T09:41:03.123Z","updated_at":"2026-11-29T09:41:03.123Z"}"#;
 
+const SUB2: &str = "0193a4c2-0000-7000-8000-000000000002";
+
+/// The second subscription as the server answers a state change: disabled
+/// with its health block, or active again with the circuit closed.
+fn state_answer(body: &str) -> String {
+    let (state, reason, circuit) = if body.contains("disabled") {
+        (r#""disabled""#, r#""disabled by an operator""#, "open")
+    } else {
+        (r#""active""#, "null", "closed")
+    };
+    format!(
+        r#"{{"id":"{SUB2}","target_url":"https://b.example/h","events":null,"secret":null,"created_at":"2026-11-29T09:41:03.123Z","updated_at":"2026-11-29T09:41:03.123Z","state":{state},"disabled_reason":{reason},"disabled_at":null,"health":{{"circuit":"{circuit}","circuit_open_until":null,"consecutive_failures":3,"last_success_at":null,"last_failure_at":null,"in_flight":0,"max_in_flight":0}}}}"#
+    )
+}
+
 fn attempt_json(id: i64) -> String {
     format!(
         r#"{{"id":{id},"webhook_id":"w{id}","subscription_id":"s","target_url":"https://a.example/h","timestamp":"2026-11-29T09:41:03.123Z","attempt_number":1,"outcome":"success","status_code":200,"error":null,"duration_ms":12,"response_body":null}}"#
@@ -30,7 +47,7 @@ fn attempt_json(id: i64) -> String {
 }
 
 /// The scripted answers: (status, body) for a method and request target.
-fn route(method: &str, target: &str) -> (u16, String) {
+fn route(method: &str, target: &str, body: &str) -> (u16, String) {
     let sub_path = "/subscriptions/0193a4c2-0000-7000-8000-000000000001";
     match (method, target) {
         ("GET", "/healthz") => (200, r#"{"status":"ok"}"#.into()),
@@ -53,6 +70,7 @@ fn route(method: &str, target: &str) -> (u16, String) {
                 .into(),
         ),
         ("PATCH", p) if p == sub_path => (200, SUB.into()),
+        ("PATCH", p) if p == format!("/subscriptions/{SUB2}") => (200, state_answer(body)),
         ("DELETE", p) if p == sub_path => (204, String::new()),
         ("GET", p) if p == format!("{sub_path}/attempts?limit=20") => {
             (200, format!("[{},{}]", attempt_json(2), attempt_json(1)))
@@ -118,7 +136,7 @@ async fn fake_server() -> (String, Log) {
                     buf.extend_from_slice(&chunk[..n]);
                 }
                 let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
-                let (status, answer) = route(&method, &target);
+                let (status, answer) = route(&method, &target, &body);
                 seen.lock().unwrap().push(Seen {
                     method,
                     target,
@@ -185,6 +203,23 @@ async fn client_requests_and_answers() {
         .await
         .unwrap();
 
+    let disabled = client
+        .set_subscription_state(SUB2, SubscriptionState::Disabled)
+        .await
+        .unwrap();
+    assert_eq!(disabled.state, SubscriptionState::Disabled);
+    assert_eq!(
+        disabled.disabled_reason.as_deref(),
+        Some("disabled by an operator")
+    );
+    assert_eq!(disabled.health.map(|h| h.circuit), Some(Circuit::Open));
+    let enabled = client
+        .set_subscription_state(SUB2, SubscriptionState::Active)
+        .await
+        .unwrap();
+    assert_eq!(enabled.state, SubscriptionState::Active);
+    assert_eq!(enabled.health.map(|h| h.circuit), Some(Circuit::Closed));
+
     client.delete_subscription(sub_id).await.unwrap();
 
     let attempts = client.subscription_attempts(sub_id, 20).await.unwrap();
@@ -217,8 +252,23 @@ async fn client_requests_and_answers() {
         serde_json::from_str::<serde_json::Value>(&post.body).unwrap(),
         serde_json::json!({"target_url": "https://a.example/h", "secret": "short", "events": ["order.created"]})
     );
-    let patch = seen.iter().find(|s| s.method == "PATCH").unwrap();
-    assert_eq!(patch.body, r#"{"events":null}"#);
+    let patches: Vec<(&str, &str)> = seen
+        .iter()
+        .filter(|s| s.method == "PATCH")
+        .map(|s| (s.target.as_str(), s.body.as_str()))
+        .collect();
+    let sub2_path = format!("/subscriptions/{SUB2}");
+    assert_eq!(
+        patches,
+        [
+            (
+                format!("/subscriptions/{sub_id}").as_str(),
+                r#"{"events":null}"#
+            ),
+            (sub2_path.as_str(), r#"{"state":"disabled"}"#),
+            (sub2_path.as_str(), r#"{"state":"active"}"#),
+        ]
+    );
     assert!(seen.iter().all(|s| s.target != "unexpected"));
 }
 

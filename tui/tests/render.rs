@@ -2,182 +2,30 @@
 //! `TestBackend`. The state is built only through `App::update`, with fixed
 //! timestamps, so the snapshots are deterministic.
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::Duration;
 use ratatui::backend::TestBackend;
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::crossterm::event::KeyCode;
 use ratatui::Terminal;
 
-use webhookd_tui::api::{ApiError, Attempt, AttemptsPage, Outcome, Subscription, WebhookStatus};
+use webhookd_tui::api::{ApiError, AttemptsPage, Outcome, WebhookStatus};
 use webhookd_tui::app::{Action, App};
 use webhookd_tui::ui;
 
-const SUB_A: &str = "0193a4c2-7b1e-7c3a-9f00-5d1b2e3f4a01";
-const SUB_B: &str = "0193a4c5-1c2d-7e3f-8a00-6e2c3f4a5b02";
-const SUB_C: &str = "0193a4d0-9e8f-7a6b-8c00-7f3d4a5b6c03";
-const WEBHOOK: &str = "0193a5e1-2f3a-7b4c-9d00-8a4e5b6c7d04";
+#[path = "render/fixtures.rs"]
+mod fixtures;
 
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 29, 9, 41, 3).unwrap() + Duration::milliseconds(123)
-}
-
-fn render(app: &App) -> String {
-    let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
-    terminal.draw(|frame| ui::render(app, frame)).unwrap();
-    terminal.backend().to_string()
-}
-
-fn key(app: &mut App, code: KeyCode) {
-    app.update(Action::Key(KeyEvent::new(code, KeyModifiers::NONE)));
-}
-
-fn typed(app: &mut App, text: &str) {
-    for c in text.chars() {
-        key(app, KeyCode::Char(c));
-    }
-}
-
-fn subscription(id: &str, url: &str, events: Option<&[&str]>, minutes: i64) -> Subscription {
-    Subscription {
-        id: id.into(),
-        target_url: url.into(),
-        events: events.map(|e| e.iter().map(|s| s.to_string()).collect()),
-        secret: Some("****wxyz".into()),
-        created_at: t0() - Duration::days(3) + Duration::minutes(minutes),
-        updated_at: t0() - Duration::days(1),
-    }
-}
-
-fn subscriptions() -> Vec<Subscription> {
-    vec![
-        subscription(
-            SUB_A,
-            "https://shop.example.com/hooks/orders",
-            Some(&["order.created", "order.paid"]),
-            0,
-        ),
-        subscription(SUB_B, "https://crm.example.org/webhook", None, 17),
-        subscription(
-            SUB_C,
-            "http://10.0.0.7:9000/ingest",
-            Some(&["invoice.sent"]),
-            95,
-        ),
-    ]
-}
-
-fn attempt(id: i64, sub: &str, webhook: &str, n: u32, outcome: Outcome, secs: i64) -> Attempt {
-    let (status_code, error) = match outcome {
-        Outcome::Success => (Some(200), None),
-        Outcome::FailedAttempt => (Some(503), Some("HTTP 503 Service Unavailable".to_string())),
-        _ => (None, Some("connection refused".to_string())),
-    };
-    Attempt {
-        id,
-        webhook_id: webhook.into(),
-        subscription_id: sub.into(),
-        target_url: "https://shop.example.com/hooks/orders".into(),
-        timestamp: t0() + Duration::seconds(secs),
-        attempt_number: n,
-        outcome,
-        status_code,
-        error,
-        duration_ms: 40 + id as u64,
-        response_body: status_code.map(|_| "{\"ok\":true}".to_string()),
-    }
-}
-
-fn webhook_id(n: i64) -> String {
-    format!("0193a5{n:02}-0000-7000-8000-000000000000")
-}
-
-fn recent_a() -> Vec<Attempt> {
-    // Most recent first, as the API returns them.
-    vec![
-        attempt(12, SUB_A, WEBHOOK, 3, Outcome::Success, 40),
-        attempt(11, SUB_A, &webhook_id(11), 1, Outcome::Success, 30),
-        attempt(10, SUB_A, WEBHOOK, 2, Outcome::FailedAttempt, 20),
-        attempt(9, SUB_A, WEBHOOK, 1, Outcome::FailedAttempt, 0),
-    ]
-}
-
-fn metrics(accepted: u32, delivered: u32) -> String {
-    format!(
-        "# TYPE webhookd_webhooks_accepted_total counter\n\
-         webhookd_webhooks_accepted_total {accepted}\n\
-         webhookd_deliveries_total{{outcome=\"success\"}} {delivered}\n\
-         webhookd_deliveries_total{{outcome=\"failure\"}} 1\n"
-    )
-}
-
-/// A connected app with no data yet.
-fn connected() -> App {
-    let mut app = App::new("http://127.0.0.1:8000");
-    app.update(Action::Init);
-    app.update(Action::Tick { now: t0() });
-    app.update(Action::Health(Ok(())));
-    app.update(Action::MetricsScraped {
-        at: t0(),
-        result: Ok(metrics(100, 200)),
-    });
-    app.update(Action::MetricsScraped {
-        at: t0() + Duration::seconds(2),
-        result: Ok(metrics(103, 208)),
-    });
-    app
-}
-
-/// A connected app with three subscriptions and rates for two of them.
-fn loaded() -> App {
-    let mut app = connected();
-    app.update(Action::SubscriptionsLoaded(Ok(subscriptions())));
-    app.update(Action::SubscriptionAttemptsLoaded {
-        id: SUB_A.into(),
-        result: Ok(recent_a()),
-    });
-    app.update(Action::SubscriptionAttemptsLoaded {
-        id: SUB_B.into(),
-        result: Ok(vec![]),
-    });
-    app
-}
-
-fn live_page() -> AttemptsPage {
-    let outcomes = [
-        Outcome::Success,
-        Outcome::Success,
-        Outcome::FailedAttempt,
-        Outcome::Success,
-        Outcome::Failure,
-    ];
-    let items: Vec<Attempt> = (1..=30)
-        .map(|i| {
-            let sub = [SUB_A, SUB_B, SUB_C][(i % 3) as usize];
-            attempt(
-                100 + i,
-                sub,
-                &webhook_id(i),
-                1 + (i % 2) as u32,
-                outcomes[(i % 5) as usize],
-                i,
-            )
-        })
-        .collect();
-    AttemptsPage {
-        next_cursor: items.last().map(|a| a.id),
-        items,
-    }
-}
+use fixtures::*;
 
 #[test]
 fn subscriptions_loading() {
-    let mut app = App::new("http://127.0.0.1:8000");
+    let mut app = on_list(App::new("http://127.0.0.1:8000"));
     app.update(Action::Init);
     insta::assert_snapshot!(render(&app));
 }
 
 #[test]
 fn subscriptions_empty() {
-    let mut app = connected();
+    let mut app = on_list(connected());
     app.update(Action::SubscriptionsLoaded(Ok(vec![])));
     insta::assert_snapshot!(render(&app));
 }
@@ -187,6 +35,23 @@ fn subscriptions_loaded() {
     let mut app = loaded();
     key(&mut app, KeyCode::Down);
     insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn subscriptions_mixed_health() {
+    let mut app = mixed();
+    key(&mut app, KeyCode::Down);
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn subscription_detail_disabled() {
+    insta::assert_snapshot!(render(&mixed_detail(3)));
+}
+
+#[test]
+fn subscription_detail_open_circuit() {
+    insta::assert_snapshot!(render(&mixed_detail(1)));
 }
 
 #[test]
@@ -200,7 +65,7 @@ fn subscriptions_filtered() {
 #[test]
 fn subscriptions_unreachable() {
     // The token must never appear, and credentials in the URL are hidden.
-    let mut app = App::new("http://admin:hunter2@127.0.0.1:8000/");
+    let mut app = on_list(App::new("http://admin:hunter2@127.0.0.1:8000/"));
     app.update(Action::Init);
     let refused = || ApiError::Unreachable("Connection refused (os error 111)".into());
     app.update(Action::Health(Err(refused())));
@@ -216,7 +81,7 @@ fn subscriptions_unreachable() {
 
 #[test]
 fn subscriptions_server_error() {
-    let mut app = connected();
+    let mut app = on_list(connected());
     app.update(Action::SubscriptionsLoaded(Err(ApiError::Http {
         status: 401,
         code: "unauthorized".into(),
@@ -266,6 +131,20 @@ fn edit_form() {
 fn delete_confirmation() {
     let mut app = loaded();
     key(&mut app, KeyCode::Char('d'));
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn disable_confirmation() {
+    let mut app = mixed();
+    key(&mut app, KeyCode::Char('x'));
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn enable_confirmation() {
+    let mut app = mixed_detail(3);
+    key(&mut app, KeyCode::Char('x'));
     insta::assert_snapshot!(render(&app));
 }
 
@@ -328,7 +207,7 @@ fn webhook_not_found() {
 #[test]
 fn live_tail() {
     let mut app = loaded();
-    key(&mut app, KeyCode::Char('2'));
+    key(&mut app, KeyCode::Char('3'));
     app.update(Action::AttemptsPolled {
         after: None,
         result: Ok(live_page()),
@@ -361,13 +240,50 @@ fn live_tail_paused_and_filtered() {
 #[test]
 fn live_tail_empty() {
     let mut app = loaded();
-    key(&mut app, KeyCode::Char('2'));
+    key(&mut app, KeyCode::Char('3'));
     app.update(Action::AttemptsPolled {
         after: None,
         result: Ok(AttemptsPage {
             items: vec![],
             next_cursor: None,
         }),
+    });
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn overview_empty() {
+    let mut app = App::new("http://127.0.0.1:8000");
+    app.update(Action::Init);
+    app.update(Action::Tick { now: t0() });
+    app.update(Action::Health(Ok(())));
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn overview_with_data_and_problems() {
+    let mut app = overview_with_data();
+    key(&mut app, KeyCode::Down);
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn overview_all_well() {
+    let mut app = connected();
+    app.update(Action::SubscriptionsLoaded(Ok(subscriptions())));
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn overview_unreachable() {
+    let mut app = App::new("http://127.0.0.1:8000");
+    app.update(Action::Init);
+    let refused = || ApiError::Unreachable("Connection refused (os error 111)".into());
+    app.update(Action::Health(Err(refused())));
+    app.update(Action::SubscriptionsLoaded(Err(refused())));
+    app.update(Action::MetricsScraped {
+        at: t0(),
+        result: Err(refused()),
     });
     insta::assert_snapshot!(render(&app));
 }
@@ -381,7 +297,14 @@ fn help_overlay() {
 
 #[test]
 fn tiny_terminals_do_not_panic() {
-    let mut states = vec![App::new("http://127.0.0.1:8000"), loaded()];
+    let mut states = vec![
+        App::new("http://127.0.0.1:8000"),
+        loaded(),
+        overview_with_data(),
+    ];
+    let mut app = mixed();
+    key(&mut app, KeyCode::Char('x'));
+    states.push(app);
     let mut app = loaded();
     key(&mut app, KeyCode::Char('n'));
     states.push(app.clone());
@@ -395,7 +318,7 @@ fn tiny_terminals_do_not_panic() {
     key(&mut app, KeyCode::Enter);
     states.push(app.clone());
     let mut app = loaded();
-    key(&mut app, KeyCode::Char('2'));
+    key(&mut app, KeyCode::Char('3'));
     app.update(Action::AttemptsPolled {
         after: None,
         result: Ok(live_page()),

@@ -1,7 +1,8 @@
 //! Smoke test of the real binary in a real terminal (tmux): it starts
-//! against a port where nothing listens, says "unreachable" instead of
-//! crashing, shows the help on `?`, quits on `q`, and leaves the terminal
-//! restored (main screen, shell output visible).
+//! against a port where nothing listens, on the overview, says
+//! "unreachable" instead of crashing, switches to the list on `2`, shows
+//! the help on `?`, quits on `q`, and leaves the terminal restored (main
+//! screen, shell output visible).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -151,6 +152,13 @@ fn unreachable_server_help_and_clean_quit() {
         "token on screen:\n{screen}"
     );
     assert!(screen.contains("q quit"), "no key footer:\n{screen}");
+    assert!(
+        screen.contains("Throughput per second") && screen.contains("Needs attention"),
+        "the overview is not the start screen:\n{screen}"
+    );
+
+    tmux.send("2");
+    tmux.wait_for("the subscription list", |s| s.contains("╭ Subscriptions"));
 
     tmux.send("?");
     tmux.wait_for("the help overlay", |s| {

@@ -22,6 +22,83 @@ pub struct Subscription {
     pub created_at: DateTime<Utc>,
     /// When the subscription was last changed.
     pub updated_at: DateTime<Utc>,
+    /// Whether deliveries go out (`active`) or are refused (`disabled`).
+    /// Servers before endpoint health send no state: active.
+    #[serde(default)]
+    pub state: SubscriptionState,
+    /// Why it was disabled (by the server or an operator).
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+    /// When it was disabled.
+    #[serde(default)]
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// The endpoint's circuit and throttle as the serving node knows
+    /// them; `None` from servers that do not report health.
+    #[serde(default)]
+    pub health: Option<Health>,
+}
+
+/// `state` of a subscription.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionState {
+    /// Deliveries go out.
+    #[default]
+    Active,
+    /// Nothing is sent; its webhooks fail as "subscription disabled".
+    Disabled,
+    /// A state this client does not know (newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl SubscriptionState {
+    /// The wire name, used on screen.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionState::Active => "active",
+            SubscriptionState::Disabled => "disabled",
+            SubscriptionState::Unknown => "unknown",
+        }
+    }
+}
+
+/// The circuit breaker of an endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Circuit {
+    /// Deliveries go out normally.
+    #[default]
+    Closed,
+    /// Too many failures: nothing is sent until `circuit_open_until`.
+    Open,
+    /// One probe is let through to see whether the endpoint recovered.
+    HalfOpen,
+    /// A circuit state this client does not know (newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+/// `health` of a subscription: its endpoint's breaker and throttle.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Health {
+    /// Closed, open or half open.
+    pub circuit: Circuit,
+    /// While open: when the next probe may go out.
+    pub circuit_open_until: Option<DateTime<Utc>>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// Last successful attempt (null after a server restart until the
+    /// next attempt).
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Last failed attempt.
+    pub last_failure_at: Option<DateTime<Utc>>,
+    /// Attempts in flight now.
+    pub in_flight: u32,
+    /// Attempts allowed in flight now: the cap when healthy, lower while
+    /// throttled, 1 half open, 0 open.
+    pub max_in_flight: u32,
 }
 
 /// One page of `GET /subscriptions`.
@@ -60,12 +137,18 @@ pub struct SubscriptionPatch {
     /// New event filter (`Some(None)` means all events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Option<Vec<String>>>,
+    /// Disable or enable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<SubscriptionState>,
 }
 
 impl SubscriptionPatch {
     /// True when the patch would change nothing, so no request is needed.
     pub fn is_empty(&self) -> bool {
-        self.target_url.is_none() && self.secret.is_none() && self.events.is_none()
+        self.target_url.is_none()
+            && self.secret.is_none()
+            && self.events.is_none()
+            && self.state.is_none()
     }
 }
 
@@ -188,6 +271,7 @@ mod tests {
             target_url: None,
             secret: None,
             events: Some(None),
+            state: None,
         };
         assert_eq!(
             serde_json::to_value(&patch).unwrap(),
@@ -197,6 +281,7 @@ mod tests {
             target_url: Some("https://a.example/h".into()),
             secret: Some(Some("0123456789abcdef".into())),
             events: Some(Some(vec!["a".into()])),
+            state: None,
         };
         assert_eq!(
             serde_json::to_value(&patch).unwrap(),
@@ -229,5 +314,60 @@ mod tests {
             "status_code":null,"error":null,"duration_ms":3,"response_body":null}"#;
         let a: Attempt = serde_json::from_str(json).unwrap();
         assert_eq!(a.outcome, Outcome::Unknown);
+    }
+
+    #[test]
+    fn subscription_without_state_or_health_decodes() {
+        // What servers before endpoint health send.
+        let json = r#"{"id":"s","target_url":"u","events":null,"secret":null,
+            "created_at":"2026-11-29T09:41:03.123Z","updated_at":"2026-11-29T09:41:03.123Z"}"#;
+        let s: Subscription = serde_json::from_str(json).unwrap();
+        assert_eq!(s.state, SubscriptionState::Active);
+        assert_eq!(s.health, None);
+        assert_eq!(s.disabled_reason, None);
+    }
+
+    #[test]
+    fn subscription_with_health_decodes() {
+        let json = r#"{"id":"s","target_url":"u","events":null,"secret":null,
+            "created_at":"2026-11-29T09:41:03.123Z","updated_at":"2026-11-29T09:41:03.123Z",
+            "state":"disabled","disabled_reason":"the receiver answered 410 Gone",
+            "disabled_at":"2026-12-02T10:09:19.962Z",
+            "health":{"circuit":"half_open","circuit_open_until":null,"consecutive_failures":7,
+              "last_success_at":null,"last_failure_at":"2026-12-02T10:09:19.962Z",
+              "in_flight":1,"max_in_flight":1,"something_new":true}}"#;
+        let s: Subscription = serde_json::from_str(json).unwrap();
+        assert_eq!(s.state, SubscriptionState::Disabled);
+        assert_eq!(
+            s.disabled_reason.as_deref(),
+            Some("the receiver answered 410 Gone")
+        );
+        let h = s.health.unwrap();
+        assert_eq!(h.circuit, Circuit::HalfOpen);
+        assert_eq!(h.consecutive_failures, 7);
+        assert_eq!((h.in_flight, h.max_in_flight), (1, 1));
+        assert!(h.last_failure_at.is_some() && h.last_success_at.is_none());
+        // Unknown names from a newer server do not break decoding.
+        let s: Subscription = serde_json::from_str(
+            &json
+                .replace("half_open", "tripped")
+                .replace("\"disabled\"", "\"paused\""),
+        )
+        .unwrap();
+        assert_eq!(s.state, SubscriptionState::Unknown);
+        assert_eq!(s.health.unwrap().circuit, Circuit::Unknown);
+    }
+
+    #[test]
+    fn state_patch_sends_only_the_state() {
+        let patch = SubscriptionPatch {
+            state: Some(SubscriptionState::Disabled),
+            ..Default::default()
+        };
+        assert!(!patch.is_empty());
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap(),
+            serde_json::json!({"state": "disabled"})
+        );
     }
 }

@@ -4,6 +4,7 @@
 use ratatui::crossterm::event::KeyCode;
 
 use super::{Binding, Block, Chord, Cmd, Hint, Where};
+use crate::screens::confirm::Ask;
 use crate::screens::{Screen, Tab};
 
 const fn bind(keys: &'static str, does: &'static str, map: &'static [(Chord, Cmd)]) -> Binding {
@@ -36,11 +37,11 @@ const END: Chord = Chord::Key(KeyCode::End);
 // Bindings used in more than one block.
 
 const NEXT_TAB: Binding =
-    bind("Tab", "next screen", &[(TAB, Cmd::NextTab)]).hints(&[hint("Tab/1-2", "screens")]);
+    bind("Tab", "next screen", &[(TAB, Cmd::NextTab)]).hints(&[hint("Tab/1-3", "screens")]);
 const HELP: Binding = bind(
-    "? / 3",
+    "? / 4",
     "this help",
-    &[(key('?'), Cmd::Help), (key('3'), Cmd::Help)],
+    &[(key('?'), Cmd::Help), (key('4'), Cmd::Help)],
 )
 .hints(&[hint("?", "help")]);
 const BACK: Binding =
@@ -63,6 +64,12 @@ const LIST_SELECT: Binding = bind(
     ],
 )
 .hints(&[hint("↑↓", "select")]);
+const TOGGLE_DISABLED: Binding = bind(
+    "x",
+    "disable / enable (asks y/n)",
+    &[(key('x'), Cmd::ToggleDisabled)],
+)
+.hints(&[hint("x", "disable")]);
 const REFRESH: Binding =
     bind("r", "refresh", &[(key('r'), Cmd::Refresh)]).hints(&[hint("r", "refresh")]);
 const ERASE: Binding = bind(
@@ -91,11 +98,12 @@ const EVERYWHERE: Block = Block {
     in_help: true,
     bindings: &[
         bind(
-            "1 / 2",
-            "Subscriptions / Live",
+            "1 / 2 / 3",
+            "Overview / Subscriptions / Live",
             &[
-                (key('1'), Cmd::Show(Tab::Subscriptions)),
-                (key('2'), Cmd::Show(Tab::Live)),
+                (key('1'), Cmd::Show(Tab::Overview)),
+                (key('2'), Cmd::Show(Tab::Subscriptions)),
+                (key('3'), Cmd::Show(Tab::Live)),
             ],
         ),
         NEXT_TAB,
@@ -108,6 +116,19 @@ const EVERYWHERE: Block = Block {
     footer_also: &[],
 };
 
+const OVERVIEW: Block = Block {
+    place: Where::Screen(Screen::Overview),
+    title: "Overview",
+    in_help: true,
+    bindings: &[
+        bind("↑↓ j k", "select in Needs attention", LIST_SELECT.map).hints(LIST_SELECT.hints),
+        bind("Enter", "open subscription", &[(ENTER, Cmd::Open)]).hints(&[hint("⏎", "open")]),
+        TOGGLE_DISABLED,
+        REFRESH,
+    ],
+    footer_also: &[NEXT_TAB, HELP, QUIT],
+};
+
 const SUBSCRIPTIONS: Block = Block {
     place: Where::Screen(Screen::Subscriptions),
     title: "Subscriptions",
@@ -118,8 +139,10 @@ const SUBSCRIPTIONS: Block = Block {
         bind("n", "new", &[(key('n'), Cmd::New)]).hints(&[hint("n", "new")]),
         bind("e", "edit", &[(key('e'), Cmd::Edit)]).hints(&[hint("e", "edit")]),
         bind("d", "delete (asks y/n)", &[(key('d'), Cmd::Delete)]).hints(&[hint("d", "delete")]),
+        TOGGLE_DISABLED,
         bind("/", "filter url/id/events", &[(key('/'), Cmd::Filter)]).hints(&[hint("/", "filter")]),
-        REFRESH,
+        // The list reloads itself; the footer has no room for r.
+        REFRESH.hints(&[]),
         bind(
             "PgUp PgDn Home End g G",
             "page up / down, first, last",
@@ -212,6 +235,7 @@ const SUBSCRIPTION_DETAIL: Block = Block {
             &[(key('e'), Cmd::Edit), (key('d'), Cmd::Delete)],
         )
         .hints(&[hint("e", "edit"), hint("d", "delete")]),
+        TOGGLE_DISABLED,
         REFRESH,
         MORE_MOVES,
     ],
@@ -278,12 +302,12 @@ const HELP_OVERLAY: Block = Block {
     in_help: false,
     bindings: &[
         bind(
-            "Esc / ? / 3 / Enter",
+            "Esc / ? / 4 / Enter",
             "close the help",
             &[
                 (ESC, Cmd::CloseHelp),
                 (key('?'), Cmd::CloseHelp),
-                (key('3'), Cmd::CloseHelp),
+                (key('4'), Cmd::CloseHelp),
                 (ENTER, Cmd::CloseHelp),
             ],
         )
@@ -293,34 +317,56 @@ const HELP_OVERLAY: Block = Block {
     footer_also: &[],
 };
 
-const DELETE_DIALOG: Block = Block {
-    place: Where::DeleteDialog,
-    title: "Delete confirmation",
-    in_help: false,
-    bindings: &[
-        bind(
-            "y",
-            "delete",
-            &[(key('y'), Cmd::Confirm), (key('Y'), Cmd::Confirm)],
-        )
-        .hints(&[hint("y", "delete")]),
-        bind(
-            "n / Esc",
-            "keep",
-            &[
-                (key('n'), Cmd::Cancel),
-                (key('N'), Cmd::Cancel),
-                (ESC, Cmd::Cancel),
-            ],
-        )
-        .hints(&[hint("n/Esc", "keep")]),
+const YES: &[(Chord, Cmd)] = &[(key('y'), Cmd::Confirm), (key('Y'), Cmd::Confirm)];
+const NO: &[(Chord, Cmd)] = &[
+    (key('n'), Cmd::Cancel),
+    (key('N'), Cmd::Cancel),
+    (ESC, Cmd::Cancel),
+];
+
+/// The block of a y/n dialog: `y` does it, `n` or Esc keeps things as
+/// they are.
+const fn dialog(ask: Ask, title: &'static str, bindings: &'static [Binding]) -> Block {
+    Block {
+        place: Where::Dialog(ask),
+        title,
+        in_help: false,
+        bindings,
+        footer_also: &[],
+    }
+}
+
+const DELETE_DIALOG: Block = dialog(
+    Ask::Delete,
+    "Delete confirmation",
+    &[
+        bind("y", "delete", YES).hints(&[hint("y", "delete")]),
+        bind("n / Esc", "keep", NO).hints(&[hint("n/Esc", "keep")]),
     ],
-    footer_also: &[],
-};
+);
+
+const DISABLE_DIALOG: Block = dialog(
+    Ask::Disable,
+    "Disable confirmation",
+    &[
+        bind("y", "disable", YES).hints(&[hint("y", "disable")]),
+        bind("n / Esc", "keep it active", NO).hints(&[hint("n/Esc", "keep it active")]),
+    ],
+);
+
+const ENABLE_DIALOG: Block = dialog(
+    Ask::Enable,
+    "Enable confirmation",
+    &[
+        bind("y", "enable", YES).hints(&[hint("y", "enable")]),
+        bind("n / Esc", "keep it disabled", NO).hints(&[hint("n/Esc", "keep it disabled")]),
+    ],
+);
 
 /// Every key binding of the UI, block by block.
 pub static KEYMAP: &[Block] = &[
     EVERYWHERE,
+    OVERVIEW,
     SUBSCRIPTIONS,
     FILTER_LINE,
     FORM,
@@ -329,4 +375,6 @@ pub static KEYMAP: &[Block] = &[
     LIVE,
     HELP_OVERLAY,
     DELETE_DIALOG,
+    DISABLE_DIALOG,
+    ENABLE_DIALOG,
 ];

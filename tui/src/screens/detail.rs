@@ -1,6 +1,7 @@
-//! One subscription: its settings, its success rate and its recent
-//! attempts (refreshed every tick), the way to edit or delete it and to
-//! open an attempt's webhook.
+//! One subscription: its settings, its health (circuit, failures, last
+//! success, throttle, why it is disabled) and success rate, its recent
+//! attempts (refreshed every tick), the way to edit, delete, disable or
+//! enable it and to open an attempt's webhook.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
@@ -8,10 +9,12 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::TableState;
 use ratatui::Frame;
 
+use super::confirm::Ask;
 use super::form::FormState;
 use super::{select_row, View};
 use crate::api::{ApiError, Attempt, Subscription};
 use crate::app::{short_id, App, Effect};
+use crate::health;
 use crate::keymap::Cmd;
 use crate::widgets::{
     attempts_table, events_text, fmt_time, kv, message, panel, rate_text, unreachable_lines,
@@ -19,6 +22,9 @@ use crate::widgets::{
 
 /// Attempts fetched per subscription (detail screen and success rates).
 pub const RECENT_ATTEMPTS_LIMIT: u32 = 20;
+/// Ticks (seconds) between reloads of the subscription in front, whose
+/// health changes with every attempt.
+pub const DETAIL_EVERY_TICKS: u64 = 2;
 
 /// State of the subscription detail screen.
 #[derive(Debug, Clone)]
@@ -59,15 +65,17 @@ impl App {
         self.refresh_front(true)
     }
 
-    /// Reload the attempts of the subscription in front; `full` also its
-    /// settings (on open, `r`, reconnect).
+    /// Reload the attempts of the subscription in front, and its settings
+    /// and health every [`DETAIL_EVERY_TICKS`]; `full` reloads both now
+    /// (on open, `r`, reconnect).
     pub(crate) fn refresh_detail(&mut self, full: bool) -> Vec<Effect> {
         let Some(View::SubscriptionDetail(d)) = self.stack.last() else {
             return Vec::new();
         };
         let id = d.id.clone();
         let mut fx = Vec::new();
-        if full {
+        let due = full || self.ticks % DETAIL_EVERY_TICKS == 0;
+        if due && self.inflight.subscriptions.insert(id.clone()) {
             fx.push(Effect::LoadSubscription(id.clone()));
         }
         fx.extend(self.load_attempts(&id));
@@ -79,6 +87,7 @@ impl App {
         id: String,
         result: Result<Subscription, ApiError>,
     ) -> Vec<Effect> {
+        self.inflight.subscriptions.remove(&id);
         self.note(&result);
         match result {
             Ok(sub) => self.upsert_subscription(&sub),
@@ -157,7 +166,12 @@ impl App {
             }
             Cmd::Delete => {
                 if let Some(sub) = d.sub.clone() {
-                    self.ask_delete(&sub);
+                    self.ask(Ask::Delete, &sub);
+                }
+            }
+            Cmd::ToggleDisabled => {
+                if let Some(sub) = d.sub.clone() {
+                    self.ask_toggle(&sub);
                 }
             }
             _ => {}
@@ -168,7 +182,12 @@ impl App {
 
 /// Draw the subscription of `d` into `area`.
 pub(crate) fn draw(app: &App, d: &DetailState, frame: &mut Frame, area: Rect) {
-    let [top, bottom] = Layout::vertical([Constraint::Length(9), Constraint::Min(3)]).areas(area);
+    let [top, middle, bottom] = Layout::vertical([
+        Constraint::Length(9),
+        Constraint::Length(9),
+        Constraint::Min(3),
+    ])
+    .areas(area);
     let attempts = app.recent_attempts(&d.id);
     let mut lines = vec![kv("ID", d.id.clone())];
     match &d.sub {
@@ -184,7 +203,6 @@ pub(crate) fn draw(app: &App, d: &DetailState, frame: &mut Frame, area: Rect) {
         }
         None => lines.push(kv("", "loading…")),
     }
-    lines.push(kv("Success rate", rate_text(attempts)));
     if let Some(err) = &d.error {
         lines.push(Line::from(Span::styled(
             format!("  ✖ {}", err.short()),
@@ -197,6 +215,12 @@ pub(crate) fn draw(app: &App, d: &DetailState, frame: &mut Frame, area: Rect) {
         panel(format!(" Subscription {} ", short_id(&d.id))),
         lines,
     );
+    let mut health = match &d.sub {
+        Some(s) => health::detail_lines(s, app.subs.in_flight_cap, app.now.as_ref()),
+        None => vec![kv("", "loading…")],
+    };
+    health.push(kv("Success rate", rate_text(attempts)));
+    message(frame, middle, panel(" Health "), health);
     let block = panel(" Recent attempts · refreshed every second ");
     match attempts {
         None => {
@@ -289,5 +313,36 @@ mod tests {
             panic!("not on detail");
         };
         assert_eq!(d.selected, 2);
+    }
+
+    #[test]
+    fn detail_reloads_its_health_without_piling_up() {
+        let mut app = loaded_app();
+        let id = sub(1, "", None).id;
+        let fx = app.update(key(KeyCode::Enter));
+        assert!(fx.contains(&Effect::LoadSubscription(id.clone())));
+        let loads = |fx: &[Effect]| {
+            fx.iter()
+                .filter(|e| **e == Effect::LoadSubscription(id.clone()))
+                .count()
+        };
+        // Not answered yet: the ticks ask for nothing more.
+        for _ in 0..DETAIL_EVERY_TICKS * 2 {
+            assert_eq!(loads(&app.update(Action::Tick { now: t0() })), 0);
+        }
+        let mut disabled = sub(1, "", None);
+        disabled.state = crate::api::SubscriptionState::Disabled;
+        app.update(Action::SubscriptionLoaded {
+            id: id.clone(),
+            result: Ok(disabled),
+        });
+        assert_eq!(
+            app.badge(&app.subscriptions().items[0]),
+            crate::health::Badge::Disabled
+        );
+        let asked: usize = (0..DETAIL_EVERY_TICKS)
+            .map(|_| loads(&app.update(Action::Tick { now: t0() })))
+            .sum();
+        assert_eq!(asked, 1, "one reload per {DETAIL_EVERY_TICKS} ticks");
     }
 }

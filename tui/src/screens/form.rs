@@ -275,6 +275,7 @@ impl App {
                     // Empty means "leave unchanged".
                     secret: (!secret.is_empty()).then_some(Some(secret)),
                     events: (events != original.events).then_some(events),
+                    state: None,
                 };
                 if patch.is_empty() {
                     self.stack.pop();
@@ -517,6 +518,7 @@ mod tests {
                     target_url: None,
                     secret: None,
                     events: Some(None),
+                    state: None,
                 },
             }]
         );
@@ -542,6 +544,7 @@ mod tests {
                     target_url: None,
                     secret: Some(Some("0123456789abcdefXYZ".into())),
                     events: None,
+                    state: None,
                 },
             }]
         );

@@ -1,5 +1,6 @@
-//! The subscription list (tab 1): all subscriptions with their recent
-//! success rate, a substring filter, and the way into everything else.
+//! The subscription list (tab 2): all subscriptions with their health at a
+//! glance (state, consecutive failures, last success) and recent success
+//! rate, a substring filter, and the way into everything else.
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Rect};
@@ -8,10 +9,12 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Row, Table, TableState};
 use ratatui::Frame;
 
+use super::confirm::Ask;
 use super::form::FormState;
 use super::{select_row, Screen, View};
 use crate::api::{ApiError, Subscription};
 use crate::app::{short_id, App, Effect};
+use crate::health::{failures_cell, last_ok_cell, state_cell, Badge};
 use crate::keymap::Cmd;
 use crate::widgets::{
     events_text, fill_width, fit, message, panel, rate_text, unreachable_lines, ACCENT,
@@ -20,8 +23,9 @@ use crate::widgets::{
 /// Subscriptions whose recent attempts are fetched after a list load, so the
 /// success-rate column fills in without opening each one.
 pub const RATE_PREFETCH_MAX: usize = 50;
-/// Ticks (seconds) between reloads of the subscription list while it is on
-/// screen (new subscriptions and success rates show up by themselves).
+/// Ticks (seconds) between reloads of the subscription list while it (or
+/// the overview) is on screen: new subscriptions, health and success rates
+/// show up by themselves.
 pub const LIST_EVERY_TICKS: u64 = 5;
 
 /// State of the subscription list screen.
@@ -41,6 +45,9 @@ pub struct SubscriptionList {
     pub filter: String,
     /// The filter line has keyboard focus.
     pub filter_editing: bool,
+    /// The largest `max_in_flight` seen in any subscription's health: the
+    /// cap of a healthy endpoint (a closed circuit below it is throttled).
+    pub in_flight_cap: u32,
 }
 
 /// True when `sub` matches the list filter (case-insensitive substring of
@@ -91,7 +98,7 @@ impl App {
     pub(crate) fn reload_list_when_due(&mut self) -> Option<Effect> {
         let stale = !self.subs.loaded && self.ticks % 2 == 0;
         let on_screen = self.subs.loaded
-            && self.screen() == Screen::Subscriptions
+            && matches!(self.screen(), Screen::Subscriptions | Screen::Overview)
             && self.ticks % LIST_EVERY_TICKS == 0;
         (!self.subs.loading && (stale || on_screen)).then(|| self.load_subscriptions())
     }
@@ -105,6 +112,9 @@ impl App {
         match result {
             Ok(items) => {
                 let selected_id = self.selected_subscription().map(|s| s.id.clone());
+                for sub in &items {
+                    self.note_cap(sub);
+                }
                 self.subs.items = items;
                 self.subs.loaded = true;
                 self.subs.error = None;
@@ -138,7 +148,19 @@ impl App {
         self.subs.selected = pos.unwrap_or(self.subs.selected.min(len.saturating_sub(1)));
     }
 
+    fn note_cap(&mut self, sub: &Subscription) {
+        if let Some(h) = &sub.health {
+            self.subs.in_flight_cap = self.subs.in_flight_cap.max(h.max_in_flight);
+        }
+    }
+
+    /// The health badge of `sub`.
+    pub fn badge(&self, sub: &Subscription) -> Badge {
+        Badge::of(sub, self.subs.in_flight_cap)
+    }
+
     pub(crate) fn upsert_subscription(&mut self, sub: &Subscription) {
+        self.note_cap(sub);
         match self.subs.items.iter_mut().find(|s| s.id == sub.id) {
             Some(existing) => *existing = sub.clone(),
             None => self.subs.items.push(sub.clone()),
@@ -197,7 +219,12 @@ impl App {
             }
             Cmd::Delete => {
                 if let Some(sub) = self.selected_subscription().cloned() {
-                    self.ask_delete(&sub);
+                    self.ask(Ask::Delete, &sub);
+                }
+            }
+            Cmd::ToggleDisabled => {
+                if let Some(sub) = self.selected_subscription().cloned() {
+                    self.ask_toggle(&sub);
                 }
             }
             Cmd::Open => {
@@ -257,33 +284,38 @@ pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
         message(frame, area, block, vec![Line::from(""), Line::from(text)]);
         return;
     }
-    let header = Row::new(["ID", "TARGET URL", "EVENTS", "CREATED", "SUCCESS"])
-        .style(Style::new().bold().fg(Color::Gray));
-    const FIXED: [u16; 4] = [8, 22, 16, 10];
+    let header = Row::new([
+        "ID",
+        "STATE",
+        "TARGET URL",
+        "EVENTS",
+        "FAILS",
+        "LAST OK",
+        "SUCCESS",
+    ])
+    .style(Style::new().bold().fg(Color::Gray));
+    // ID, STATE, then the URL fills; EVENTS, FAILS, LAST OK, SUCCESS.
+    const FIXED: [u16; 6] = [8, 11, 16, 5, 10, 10];
     let url_width = fill_width(area, &FIXED);
     let rows = visible.iter().map(|s| {
         Row::new(vec![
             Cell::from(short_id(&s.id).to_string()).style(Style::new().fg(ACCENT)),
+            state_cell(app.badge(s)),
             Cell::from(fit(&s.target_url, url_width)),
-            Cell::from(fit(&events_text(s), FIXED[1])),
-            Cell::from(s.created_at.format("%Y-%m-%d %H:%M").to_string()),
+            Cell::from(fit(&events_text(s), FIXED[2])),
+            failures_cell(s),
+            last_ok_cell(s, app.now.as_ref()),
             Cell::from(rate_text(app.recent_attempts(&s.id))),
         ])
     });
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(FIXED[0]),
-            Constraint::Fill(1),
-            Constraint::Length(FIXED[1]),
-            Constraint::Length(FIXED[2]),
-            Constraint::Length(FIXED[3]),
-        ],
-    )
-    .header(header)
-    .block(block)
-    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-    .highlight_symbol("▶ ");
+    let mut widths = vec![Constraint::Length(FIXED[0]), Constraint::Length(FIXED[1])];
+    widths.push(Constraint::Fill(1));
+    widths.extend(FIXED[2..].iter().map(|&w| Constraint::Length(w)));
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(block)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .highlight_symbol("▶ ");
     let mut state = TableState::default().with_selected(Some(app.subs.selected));
     frame.render_stateful_widget(table, area, &mut state);
 }
@@ -323,19 +355,26 @@ mod tests {
         app.update(Action::Init);
         let s = sub(1, "https://a.example/hook", None);
         app.update(Action::SubscriptionsLoaded(Ok(vec![s])));
-        let reloads = (0..LIST_EVERY_TICKS)
-            .flat_map(|_| app.update(Action::Tick { now: t0() }))
-            .filter(|e| *e == Effect::LoadSubscriptions)
-            .count();
-        assert_eq!(reloads, 1, "one reload per {LIST_EVERY_TICKS} ticks");
-        // Not while the live tail is on screen.
-        app.update(Action::SubscriptionsLoaded(Ok(vec![])));
+        let reloads = |app: &mut App| {
+            let n = (0..LIST_EVERY_TICKS)
+                .flat_map(|_| app.update(Action::Tick { now: t0() }))
+                .filter(|e| *e == Effect::LoadSubscriptions)
+                .count();
+            app.update(Action::SubscriptionsLoaded(Ok(vec![])));
+            n
+        };
+        // The overview (the start screen) shows the list's problems.
+        assert_eq!(app.screen(), Screen::Overview);
+        assert_eq!(
+            reloads(&mut app),
+            1,
+            "one reload per {LIST_EVERY_TICKS} ticks"
+        );
         app.update(key(KeyCode::Char('2')));
-        let reloads = (0..LIST_EVERY_TICKS)
-            .flat_map(|_| app.update(Action::Tick { now: t0() }))
-            .filter(|e| *e == Effect::LoadSubscriptions)
-            .count();
-        assert_eq!(reloads, 0);
+        assert_eq!(reloads(&mut app), 1);
+        // Not while the live tail is on screen.
+        app.update(key(KeyCode::Char('3')));
+        assert_eq!(reloads(&mut app), 0);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The live tail (tab 2): every delivery attempt as it happens, polled
+//! The live tail (tab 3): every delivery attempt as it happens, polled
 //! with a cursor, capped, pausable (new attempts are buffered) and
 //! filtered by outcome.
 
@@ -398,7 +398,7 @@ mod tests {
     #[test]
     fn live_pause_buffers_and_filter_cycles() {
         let mut app = loaded_app();
-        app.update(ch('2'));
+        app.update(ch('3'));
         app.update(Action::AttemptsPolled {
             after: None,
             result: Ok(page(1..=3)),

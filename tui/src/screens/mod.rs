@@ -13,6 +13,7 @@ use ratatui::crossterm::event::KeyEvent;
 use ratatui::layout::Rect;
 use ratatui::Frame;
 
+use crate::api::{Subscription, SubscriptionState};
 use crate::app::{short_id, App, Effect};
 use crate::keymap::{Cmd, Where};
 use detail::DetailState;
@@ -24,20 +25,23 @@ pub mod detail;
 pub mod form;
 pub mod list;
 pub mod live;
+pub mod overview;
 pub mod webhook;
 
 /// The top-level screens reachable with Tab and the number keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
-    /// Subscription list (key 1).
+    /// Rates, queue and what needs attention (key 1, the start screen).
+    Overview,
+    /// Subscription list (key 2).
     Subscriptions,
-    /// Live delivery tail (key 2).
+    /// Live delivery tail (key 3).
     Live,
 }
 
 impl Tab {
     /// Every tab, in the order of the tab bar.
-    pub const ALL: [Tab; 2] = [Tab::Subscriptions, Tab::Live];
+    pub const ALL: [Tab; 3] = [Tab::Overview, Tab::Subscriptions, Tab::Live];
 
     fn position(self) -> usize {
         Tab::ALL.iter().position(|&t| t == self).unwrap_or(0)
@@ -56,6 +60,7 @@ impl Tab {
     /// Name in the breadcrumb.
     pub fn crumb(self) -> &'static str {
         match self {
+            Tab::Overview => "Overview",
             Tab::Subscriptions => "Subscriptions",
             Tab::Live => "Live deliveries",
         }
@@ -64,6 +69,7 @@ impl Tab {
     /// Name in the tab bar.
     pub fn title(self) -> &'static str {
         match self {
+            Tab::Overview => "Overview",
             Tab::Subscriptions => "Subscriptions",
             Tab::Live => "Live",
         }
@@ -73,6 +79,8 @@ impl Tab {
 /// Which screen is in front, for headers, footers and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
+    /// Rates, queue and what needs attention.
+    Overview,
     /// Subscription list.
     Subscriptions,
     /// Live tail.
@@ -137,6 +145,7 @@ impl App {
             Some(View::SubscriptionDetail(_)) => Screen::SubscriptionDetail,
             Some(View::WebhookDetail(_)) => Screen::WebhookDetail,
             None => match self.tab {
+                Tab::Overview => Screen::Overview,
                 Tab::Subscriptions => Screen::Subscriptions,
                 Tab::Live => Screen::Live,
             },
@@ -149,7 +158,7 @@ impl App {
         match self.screen() {
             Screen::SubscriptionDetail => self.refresh_detail(full),
             Screen::WebhookDetail => self.refresh_webhook(full),
-            Screen::Subscriptions | Screen::Live | Screen::Form => Vec::new(),
+            Screen::Overview | Screen::Subscriptions | Screen::Live | Screen::Form => Vec::new(),
         }
     }
 
@@ -161,6 +170,7 @@ impl App {
         key: KeyEvent,
     ) -> Vec<Effect> {
         match screen {
+            Screen::Overview => self.overview_command(cmd),
             Screen::Subscriptions => self.list_command(cmd),
             Screen::Live => self.live_command(cmd),
             Screen::Form => self.form_command(cmd, key),
@@ -173,9 +183,26 @@ impl App {
 /// Footer words of `place` that show the screen's state instead of the
 /// key table's words for `cmd`.
 pub(crate) fn footer_words(app: &App, place: Where, cmd: Cmd) -> Option<String> {
-    match place {
-        Where::Screen(Screen::Live) => live::footer_words(app, cmd),
+    match (place, cmd) {
+        (Where::Screen(Screen::Live), _) => live::footer_words(app, cmd),
+        // x enables what is disabled.
+        (Where::Screen(screen), Cmd::ToggleDisabled) => app
+            .toggle_target(screen)
+            .filter(|s| s.state == SubscriptionState::Disabled)
+            .map(|_| "enable".to_string()),
         _ => None,
+    }
+}
+
+impl App {
+    /// The subscription `x` would disable or enable on `screen`.
+    fn toggle_target(&self, screen: Screen) -> Option<&Subscription> {
+        match (screen, self.stack.last()) {
+            (Screen::Overview, _) => self.selected_attention(),
+            (Screen::Subscriptions, _) => self.selected_subscription(),
+            (Screen::SubscriptionDetail, Some(View::SubscriptionDetail(d))) => d.sub.as_ref(),
+            _ => None,
+        }
     }
 }
 
@@ -186,6 +213,7 @@ pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
         Some(View::SubscriptionDetail(d)) => detail::draw(app, d, frame, area),
         Some(View::WebhookDetail(w)) => webhook::draw(app, w, frame, area),
         None => match app.tab {
+            Tab::Overview => overview::draw(app, frame, area),
             Tab::Subscriptions => list::draw(app, frame, area),
             Tab::Live => live::draw(app, frame, area),
         },

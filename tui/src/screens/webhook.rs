@@ -227,7 +227,7 @@ mod tests {
     #[test]
     fn webhook_polling_stops_when_final() {
         let mut app = loaded_app();
-        app.update(ch('2'));
+        app.update(ch('3'));
         app.update(Action::AttemptsPolled {
             after: None,
             result: Ok(page(1..=1)),
