@@ -6,7 +6,9 @@ use webhookd_harness::receiver::Receiver;
 use webhookd_harness::server::{test_config, TestServer};
 use webhookd_harness::sign::inbound_signature;
 use webhookd_harness::wait::{eventually, DEADLINE};
-use webhookd_tui::api::{ApiError, Client, NewSubscription, Outcome, SubscriptionPatch};
+use webhookd_tui::api::{
+    ApiError, Circuit, Client, NewSubscription, Outcome, SubscriptionPatch, SubscriptionState,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tui_client_manages_subscriptions_and_reads_attempts() {
@@ -41,6 +43,30 @@ async fn tui_client_manages_subscriptions_and_reads_attempts() {
         .await
         .unwrap();
     assert_eq!(patched.events, None);
+
+    // Health and state as the server reports them, and the disable key's
+    // request: disabled with the operator's reason, then enabled again.
+    let health = listed[0]
+        .health
+        .as_ref()
+        .expect("the server reports health");
+    assert_eq!(health.circuit, Circuit::Closed);
+    assert_eq!(listed[0].state, SubscriptionState::Active);
+    let disabled = client
+        .set_subscription_state(&created.id, SubscriptionState::Disabled)
+        .await
+        .unwrap();
+    assert_eq!(disabled.state, SubscriptionState::Disabled);
+    assert_eq!(
+        disabled.disabled_reason.as_deref(),
+        Some("disabled by an operator")
+    );
+    let enabled = client
+        .set_subscription_state(&created.id, SubscriptionState::Active)
+        .await
+        .unwrap();
+    assert_eq!(enabled.state, SubscriptionState::Active);
+    assert_eq!(enabled.disabled_reason, None);
 
     // A validation error names its field, as the form shows it.
     let err = client
