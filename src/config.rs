@@ -93,6 +93,12 @@ pub struct Config {
     #[arg(long, env = "WEBHOOKD_RETRY_JITTER", default_value_t = 0.2)]
     pub retry_jitter: f64,
 
+    /// How a webhook waits while its subscription is at its limit: `park`
+    /// (in memory, with in-progress acks) or `nak` (a short NAK delay each
+    /// time). Kept to measure the two against each other; `park` won.
+    #[arg(long, env = "WEBHOOKD_SCHEDULER_WAIT", value_enum, default_value_t = WaitMode::Park, hide = true)]
+    pub scheduler_wait: WaitMode,
+
     /// Messages the consumer may hold unacknowledged, including those waiting
     /// for a retry delay; bounds the work JetStream hands out.
     #[arg(long, env = "WEBHOOKD_MAX_ACK_PENDING", default_value_t = 50_000)]
@@ -174,6 +180,15 @@ pub struct Config {
     /// Print the effective configuration (secrets hidden), check it, and exit.
     #[arg(long)]
     pub check_config: bool,
+}
+
+/// How a webhook waits for its subscription's turn (see `--scheduler-wait`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WaitMode {
+    /// Parked in memory with in-progress acks; overflow paced by the lane.
+    Park,
+    /// NAKed with a short delay every time, nothing parked.
+    Nak,
 }
 
 /// How log lines are written.

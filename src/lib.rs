@@ -209,6 +209,7 @@ fn wire(
         jitter: config.retry_jitter,
         slots: config.delivery_concurrency,
         ack_wait: config.ack_wait(),
+        nak_only: config.scheduler_wait == config::WaitMode::Nak,
     };
     let deliverer = Arc::new(Deliverer::new(parts, settings));
     (state, deliverer)

@@ -104,6 +104,9 @@ pub struct Settings {
     /// The consumer's ack wait: parked messages are told "in progress"
     /// three times per ack wait.
     pub ack_wait: Duration,
+    /// Never park: NAK every waiting message with a short delay (measured
+    /// against parking, see `--scheduler-wait`).
+    pub nak_only: bool,
 }
 
 /// Everything a worker needs; shared by all of them.
@@ -176,6 +179,7 @@ impl Deliverer {
             slots: settings.slots,
             park_total: settings.slots * 4,
             park_bytes: PARK_BYTES,
+            nak_only: settings.nak_only,
         };
         Deliverer {
             scheduler: Scheduler::new(limits, parts.health),

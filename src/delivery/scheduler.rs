@@ -54,6 +54,9 @@ pub struct Limits {
     pub park_total: usize,
     /// Payload bytes all lanes together may park: the pull waits beyond it.
     pub park_bytes: usize,
+    /// Nothing parked: every message that must wait is NAKed with the
+    /// shortest overflow delay (the alternative measured against parking).
+    pub nak_only: bool,
 }
 
 /// How much of its own work a lane may park: this long at its pace.
@@ -281,6 +284,15 @@ impl<J: Clone> Scheduler<J> {
         let lane_room = (limit as f64 * PARK_WINDOW_SECS / pace)
             .round()
             .clamp(1.0, self.limits.park_total as f64) as usize;
+        if self.limits.nak_only {
+            return (
+                Placement::Overflow {
+                    job,
+                    delay: OVERFLOW_MIN,
+                },
+                transitions,
+            );
+        }
         if lane.parked.len() >= lane_room {
             let ahead = lane.parked.len() + lane.running + lane.overflowed.len();
             let delay = Duration::from_secs_f64(pace * ahead as f64 / limit as f64)
@@ -501,6 +513,7 @@ mod tests {
             slots,
             park_total: 100,
             park_bytes: 1 << 20,
+            nak_only: false,
         };
         Scheduler::new(limits, health(cap))
     }
@@ -793,5 +806,26 @@ mod tests {
         assert_eq!(fair_share(256, 1), 128);
         assert_eq!(fair_share(256, 31), 8);
         assert_eq!(fair_share(256, 1000), 1);
+    }
+
+    #[test]
+    fn nak_only_parks_nothing() {
+        let limits = Limits {
+            slots: 4,
+            park_total: 100,
+            park_bytes: 1 << 20,
+            nak_only: true,
+        };
+        let s: Scheduler<u32> = Scheduler::new(limits, health(1));
+        let a = SubscriptionId::new();
+        assert_eq!(offer(&s, a, 1), run(a, 1));
+        assert_eq!(
+            offer(&s, a, 2),
+            Placement::Overflow {
+                job: 2,
+                delay: OVERFLOW_MIN
+            }
+        );
+        assert_eq!(s.load(), (0, 1));
     }
 }
