@@ -1,6 +1,9 @@
 //! `POST /ingest/{subscription_id}`: accept a webhook, make it durable in
 //! JetStream, answer 202.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use chrono::Utc;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
@@ -15,7 +18,7 @@ use crate::ids::{SubscriptionId, WebhookId};
 use crate::queue::{Outgoing, QueueError};
 use crate::signing::Secret;
 use crate::store::records::{WebhookStatus, NOT_SENT_PREFIX};
-use crate::store::subscriptions::State;
+use crate::store::subscriptions::{State, Subscription};
 use crate::store::writer::{WebhookMeta, Write};
 
 /// Longest `X-Event-Type` or `Idempotency-Key` accepted.
@@ -69,41 +72,22 @@ pub async fn ingest(
 }
 
 /// Checks the webhook, makes it durable in JetStream, and answers 202
-/// (or 202 `filtered` when its event type is not subscribed).
+/// (or 202 `filtered` when its event type is not subscribed, 202 `failed`
+/// when its subscription is disabled).
 async fn accept(
     state: &AppState,
     raw_id: &str,
     req: Request<Incoming>,
 ) -> Result<Answer, ApiError> {
-    if state.draining.is_cancelled() {
-        return Err(ApiError::unavailable(
-            "shutting_down",
-            "webhookd is shutting down; send the webhook again shortly",
-            5,
-        ));
-    }
-    let subscription_id =
-        SubscriptionId::parse(raw_id).ok_or_else(|| ApiError::bad_id("subscription", raw_id))?;
-    tracing::Span::current().record("subscription_id", tracing::field::display(subscription_id));
-    let head = IngestHeaders::read(req.headers())?;
-    let body = read_body(req, state.max_body).await?;
-    let sub =
-        state.cache.get(subscription_id).await?.ok_or_else(|| {
-            ApiError::not_found(format!("no subscription with id {subscription_id}"))
-        })?;
-    check_json(&body)?;
-    if let Some(secret) = &sub.secret {
-        check_signature(secret, head.signature.as_deref(), &body)?;
-    }
-
+    let (sub, head, body) = admit(state, raw_id, req).await?;
     let id = match &head.idempotency_key {
-        Some(key) => WebhookId::from_idempotency_key(subscription_id, key),
+        Some(key) => WebhookId::from_idempotency_key(sub.id, key),
         None => WebhookId::new(),
     };
     tracing::Span::current().record("webhook_id", tracing::field::display(id));
     let meta = WebhookMeta {
         id,
-        subscription_id,
+        subscription_id: sub.id,
         event_type: head.event_type,
         received_at: Utc::now(),
         stream_seq: None,
@@ -126,19 +110,51 @@ async fn accept(
         // is enabled again), but not delivered: its row says why.
         state.writer.write(Write::Dropped { meta, reason }).await?;
     }
+    let status = if disabled.is_some() {
+        "failed"
+    } else {
+        "pending"
+    };
     Ok(json(
         StatusCode::ACCEPTED,
         &Accepted {
             webhook_id: id,
-            status: if disabled.is_some() {
-                "failed"
-            } else {
-                "pending"
-            },
+            status,
             duplicate,
             reason: disabled,
         },
     ))
+}
+
+/// The checks before anything is stored: not draining, a known
+/// subscription, valid headers, a JSON body within the limits, a valid
+/// signature when the subscription has a secret.
+async fn admit(
+    state: &AppState,
+    raw_id: &str,
+    req: Request<Incoming>,
+) -> Result<(Arc<Subscription>, IngestHeaders, Bytes), ApiError> {
+    if state.draining.is_cancelled() {
+        return Err(ApiError::unavailable(
+            "shutting_down",
+            "webhookd is shutting down; send the webhook again shortly",
+            5,
+        ));
+    }
+    let subscription_id =
+        SubscriptionId::parse(raw_id).ok_or_else(|| ApiError::bad_id("subscription", raw_id))?;
+    tracing::Span::current().record("subscription_id", tracing::field::display(subscription_id));
+    let head = IngestHeaders::read(req.headers())?;
+    let body = read_body(req, state.max_body).await?;
+    let sub =
+        state.cache.get(subscription_id).await?.ok_or_else(|| {
+            ApiError::not_found(format!("no subscription with id {subscription_id}"))
+        })?;
+    check_json(&body)?;
+    if let Some(secret) = &sub.secret {
+        check_signature(secret, head.signature.as_deref(), &body)?;
+    }
+    Ok((sub, head, body))
 }
 
 /// The ingest headers webhookd reads.

@@ -276,6 +276,27 @@ impl<J: Clone> Scheduler<J> {
                 }
             }
         }
+        let placement = self.park(st, sub, job, size, mono, was_busy);
+        (placement, transitions)
+    }
+
+    /// Parks a message that cannot start now, or, when its lane's parking is
+    /// full, sends it back to JetStream with a delay paced on the endpoint.
+    fn park(
+        &self,
+        st: &mut State<J>,
+        sub: SubscriptionId,
+        job: J,
+        size: usize,
+        mono: Instant,
+        was_busy: bool,
+    ) -> Placement<J> {
+        if self.limits.nak_only {
+            return Placement::Overflow {
+                job,
+                delay: OVERFLOW_MIN,
+            };
+        }
         // The endpoint's pace (1 s until known: an unknown receiver parks
         // one round of its limit) sizes the lane's parking.
         let (limit, pace) = self.health.with(sub, |e, _| {
@@ -284,21 +305,13 @@ impl<J: Clone> Scheduler<J> {
         let lane_room = (limit as f64 * PARK_WINDOW_SECS / pace)
             .round()
             .clamp(1.0, self.limits.park_total as f64) as usize;
-        if self.limits.nak_only {
-            return (
-                Placement::Overflow {
-                    job,
-                    delay: OVERFLOW_MIN,
-                },
-                transitions,
-            );
-        }
+        let lane = st.lanes.entry(sub).or_insert_with(Lane::new);
         if lane.parked.len() >= lane_room {
             let ahead = lane.parked.len() + lane.running + lane.overflowed.len();
             let delay = Duration::from_secs_f64(pace * ahead as f64 / limit as f64)
                 .clamp(OVERFLOW_MIN, OVERFLOW_MAX);
             lane.overflowed.push_back(mono + delay);
-            return (Placement::Overflow { job, delay }, transitions);
+            return Placement::Overflow { job, delay };
         }
         if lane.parked.is_empty() {
             st.rotation.push_back(sub);
@@ -313,7 +326,7 @@ impl<J: Clone> Scheduler<J> {
         if !was_busy {
             st.busy_lanes += 1;
         }
-        (Placement::Parked, transitions)
+        Placement::Parked
     }
 
     /// Gives back the slot of a dispatch, records what the endpoint learned,
