@@ -391,6 +391,12 @@ impl Endpoint {
         self.consecutive_failures > 0
     }
 
+    /// Whether it has delivered and its last attempt did not fail: such an
+    /// endpoint's pace is known, and its lane may fill the parking.
+    pub fn proven(&self) -> bool {
+        self.last_success.is_some() && self.consecutive_failures == 0
+    }
+
     /// Attempts in flight now.
     pub fn in_flight(&self) -> usize {
         self.in_flight

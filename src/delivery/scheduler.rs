@@ -297,18 +297,36 @@ impl<J: Clone> Scheduler<J> {
                 delay: OVERFLOW_MIN,
             };
         }
-        // The endpoint's pace (1 s until known: an unknown receiver parks
-        // one round of its limit) sizes the lane's parking.
-        let (limit, pace) = self.health.with(sub, |e, _| {
-            (e.view().max_in_flight.max(1), e.pace().max(1e-3))
+        // A lane parks what it can start within about a second: its limit
+        // over the endpoint's pace. An endpoint not proven (no success yet,
+        // or failing now) may be one that hangs: its lane counts only its
+        // fair share of the slots, at the assumed pace of 1 s until known,
+        // and never takes the last share of the parking, so the pull never
+        // stops for its backlog. A proven one may fill the parking, which
+        // then drains within the second.
+        let lanes = st.busy_lanes + usize::from(!was_busy);
+        let (limit, pace, proven) = self.health.with(sub, |e, _| {
+            (
+                e.view().max_in_flight.max(1),
+                e.pace().max(1e-3),
+                e.proven(),
+            )
         });
-        let lane_room = (limit as f64 * PARK_WINDOW_SECS / pace)
+        let (runs, most) = if proven {
+            (limit, self.limits.park_total)
+        } else {
+            (
+                limit.min(fair_share(self.limits.slots, lanes)),
+                fair_share(self.limits.park_total, lanes),
+            )
+        };
+        let lane_room = (runs as f64 * PARK_WINDOW_SECS / pace)
             .round()
-            .clamp(1.0, self.limits.park_total as f64) as usize;
+            .clamp(1.0, most as f64) as usize;
         let lane = st.lanes.entry(sub).or_insert_with(Lane::new);
         if lane.parked.len() >= lane_room {
             let ahead = lane.parked.len() + lane.running + lane.overflowed.len();
-            let delay = Duration::from_secs_f64(pace * ahead as f64 / limit as f64)
+            let delay = Duration::from_secs_f64(pace * ahead as f64 / runs as f64)
                 .clamp(OVERFLOW_MIN, OVERFLOW_MAX);
             lane.overflowed.push_back(mono + delay);
             return Placement::Overflow { job, delay };
@@ -539,6 +557,16 @@ mod tests {
         s.offer(sub, job, 10, t(0)).0
     }
 
+    /// One delivery that took 1 s: the endpoint is proven, its pace 1 s.
+    fn prove(s: &Scheduler<u32>, sub: SubscriptionId) {
+        assert!(matches!(offer(s, sub, 0), Placement::Now(_)));
+        s.finish(
+            sub,
+            Finished::Sent(Verdict::Success, Duration::from_secs(1)),
+            t(0),
+        );
+    }
+
     fn run(sub: SubscriptionId, job: u32) -> Placement<u32> {
         Placement::Now(Dispatch::Run {
             sub,
@@ -635,6 +663,8 @@ mod tests {
     fn freed_slots_go_to_lanes_in_turn() {
         let s = scheduler(3, 8);
         let (a, b) = (SubscriptionId::new(), SubscriptionId::new());
+        prove(&s, a);
+        prove(&s, b);
         // a takes slots 1 and 2 (3 / (0 + 1) ... fair share shrinks as b arrives).
         assert_eq!(offer(&s, a, 1), run(a, 1));
         assert_eq!(offer(&s, b, 10), run(b, 10));
@@ -802,6 +832,7 @@ mod tests {
     fn parked_messages_get_progress_acks_and_are_handed_back() {
         let s = scheduler(1, 2);
         let a = SubscriptionId::new();
+        prove(&s, a);
         offer(&s, a, 1);
         offer(&s, a, 2);
         offer(&s, a, 3);
@@ -811,6 +842,32 @@ mod tests {
         back.sort_unstable();
         assert_eq!(back, vec![2, 3]);
         assert_eq!(s.load(), (0, 1));
+    }
+
+    #[test]
+    fn a_stuck_lane_never_fills_the_parking() {
+        // 8 slots, a cap far above the fair share, parking for 32.
+        let limits = Limits {
+            slots: 8,
+            park_total: 32,
+            park_bytes: 1 << 20,
+            nak_only: false,
+        };
+        let s = Scheduler::new(limits, health(64));
+        let stuck = SubscriptionId::new();
+        let placed: Vec<Placement<u32>> = (0..40).map(|n| offer(&s, stuck, n)).collect();
+        let running = placed
+            .iter()
+            .filter(|p| matches!(p, Placement::Now(_)))
+            .count();
+        let parked = placed.iter().filter(|p| **p == Placement::Parked).count();
+        // It runs its share (8 / 2) and parks a second of that share (its
+        // pace unknown: 1 s), not a second of its cap.
+        assert_eq!((running, parked), (4, 4));
+        let (in_parking, _) = s.load();
+        assert!(in_parking < 32, "room left in the parking: {in_parking}");
+        let healthy = SubscriptionId::new();
+        assert_eq!(offer(&s, healthy, 100), run(healthy, 100));
     }
 
     #[test]
