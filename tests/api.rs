@@ -159,12 +159,10 @@ async fn subscription_crud_lifecycle() {
     assert_eq!(one["secret"], "****wxyz");
     assert_eq!(one["created_at"], created["created_at"]);
 
-    // List.
-    let (status, list) = s.call("GET", "/subscriptions", None).await;
-    assert_eq!(status, 200, "{list}");
-    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
-    assert_eq!(list["items"][0], one);
-    assert_eq!(list["next_cursor"], Value::Null);
+    // List: a JSON array, no next page.
+    let (list, next) = s.page("/subscriptions").await;
+    assert_eq!(list, std::slice::from_ref(&one));
+    assert_eq!(next, None);
 
     // Patch one field.
     let new_url = "http://127.0.0.1:9/other";
@@ -225,11 +223,11 @@ async fn subscription_crud_lifecycle() {
     );
     let (status, list) = s.call("GET", "/subscriptions", None).await;
     assert_eq!(status, 200);
-    assert_eq!(list, json!({"items": [], "next_cursor": null}));
+    assert_eq!(list, json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_pages_follow_next_cursor_in_creation_order() {
+async fn list_pages_follow_the_link_header_in_creation_order() {
     let env = start().await;
     let s = &env.server;
     let mut created = Vec::new();
@@ -240,19 +238,14 @@ async fn list_pages_follow_next_cursor_in_creation_order() {
         );
     }
 
+    // Three pages, each announcing the next in `Link` until the last.
     let mut seen = Vec::new();
     let mut sizes = Vec::new();
-    let mut cursor: Option<String> = None;
+    let mut path = "/subscriptions?limit=2".to_string();
     loop {
-        let path = match &cursor {
-            Some(c) => format!("/subscriptions?limit=2&cursor={c}"),
-            None => "/subscriptions?limit=2".to_string(),
-        };
-        let (status, page) = s.call("GET", &path, None).await;
-        assert_eq!(status, 200, "{page}");
-        let items = page["items"].as_array().unwrap();
+        let (items, next) = s.page(&path).await;
         sizes.push(items.len());
-        for item in items {
+        for item in &items {
             seen.push(item["id"].as_str().unwrap().to_string());
             let i = seen.len() - 1;
             assert_eq!(
@@ -261,36 +254,194 @@ async fn list_pages_follow_next_cursor_in_creation_order() {
                 "creation order"
             );
         }
-        match &page["next_cursor"] {
-            Value::Null => break,
-            Value::String(next) => {
-                assert_eq!(Some(next), seen.last(), "next_cursor is the page's last id");
-                cursor = Some(next.clone());
-            }
-            other => panic!("next_cursor must be a string or null: {other}"),
-        }
+        let Some(next) = next else { break };
+        let last = seen.last().unwrap();
+        assert_eq!(
+            next,
+            format!("/subscriptions?limit=2&cursor={last}"),
+            "same path and limit, the page's last id as cursor"
+        );
+        path = next;
         assert!(sizes.len() < 10, "paging does not end");
     }
     assert_eq!(sizes, [2, 2, 1]);
     assert_eq!(seen, created);
 
     // Exactly `limit` left: no next page.
-    let (_, page) = s.call("GET", "/subscriptions?limit=5", None).await;
-    assert_eq!(page["items"].as_array().unwrap().len(), 5);
-    assert_eq!(page["next_cursor"], Value::Null);
+    let (items, next) = s.page("/subscriptions?limit=5").await;
+    assert_eq!((items.len(), next), (5, None));
     // The default limit covers all of them.
-    let (_, page) = s.call("GET", "/subscriptions", None).await;
-    assert_eq!(page["items"].as_array().unwrap().len(), 5);
-    assert_eq!(page["next_cursor"], Value::Null);
+    let (items, next) = s.page("/subscriptions").await;
+    assert_eq!((items.len(), next), (5, None));
     // A cursor at the last id: an empty last page.
-    let (_, page) = s
-        .call(
-            "GET",
-            &format!("/subscriptions?cursor={}", created[4]),
-            None,
-        )
+    let (items, next) = s
+        .page(&format!("/subscriptions?cursor={}", created[4]))
         .await;
-    assert_eq!(page, json!({"items": [], "next_cursor": null}));
+    assert_eq!((items.len(), next), (0, None));
+    // The trailing-slash path pages too, and keeps its own spelling.
+    let (items, next) = s.page("/subscriptions/?limit=4").await;
+    assert_eq!(items.len(), 4);
+    assert_eq!(
+        next.as_deref(),
+        Some(format!("/subscriptions/?limit=4&cursor={}", created[3]).as_str())
+    );
+}
+
+/// The id of a made-up webhook `n` (attempt rows written by the tests).
+fn fake_webhook(n: u64) -> String {
+    format!("00000000-0000-7000-8000-{n:012x}")
+}
+
+/// Attempt rows written straight into the server's SQLite file: `(webhook
+/// n, timestamp ms)` for `sub` ([`fake_webhook`]), ids in insertion order.
+fn insert_attempts(data_dir: &Path, sub: &str, rows: &[(u64, i64)]) {
+    let conn = rusqlite::Connection::open(data_dir.join("webhookd.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    for (webhook, ts) in rows {
+        conn.execute(
+            "INSERT INTO delivery_attempts (webhook_id, subscription_id, target_url, timestamp,
+                 attempt_number, outcome, status_code, error, duration_ms, response_body)
+             VALUES (?1, ?2, 'http://127.0.0.1:9/hook', ?3, 1, 'success', 200, NULL, 1, NULL)",
+            rusqlite::params![fake_webhook(*webhook), sub, ts],
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_of_a_subscription_page_newest_first_via_link() {
+    let env = start().await;
+    let s = &env.server;
+    let receiver = Receiver::ok().await;
+    let sub = s.subscribe(json!({"target_url": receiver.url()})).await;
+    let other = s.subscribe(json!({"target_url": NOWHERE})).await;
+
+    // One real delivery (newest), then rows with chosen times: three share
+    // one millisecond, so the cursor must order by id within it.
+    let (status, answer) = s.ingest(&sub, "{}", &[]).await;
+    assert_eq!(status, 202, "{answer}");
+    let real = webhook_id(&answer);
+    let path = format!("/subscriptions/{sub}/attempts");
+    eventually("the delivery's attempt row", DEADLINE, || async {
+        let (items, _) = s.page(&path).await;
+        (items.len() == 1).then_some(())
+    })
+    .await;
+    let t = 1_700_000_000_000_i64;
+    insert_attempts(
+        &s.data_dir,
+        &sub,
+        &[(1, t), (2, t + 5), (3, t + 5), (4, t + 5), (5, t + 9)],
+    );
+    insert_attempts(&s.data_dir, &other, &[(6, t + 7)]);
+    let mut expected = vec![real];
+    expected.extend([5, 4, 3, 2, 1].map(fake_webhook));
+
+    let (all, next) = s
+        .page(&format!("/subscriptions/{sub}/attempts?limit=1000"))
+        .await;
+    assert_eq!(next, None);
+    let ids: Vec<&str> = all
+        .iter()
+        .map(|a| a["webhook_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, expected, "newest first, ties by id");
+
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    let mut path = format!("/subscriptions/{sub}/attempts?limit=2");
+    loop {
+        let (items, next) = s.page(&path).await;
+        sizes.push(items.len());
+        seen.extend(
+            items
+                .iter()
+                .map(|a| a["webhook_id"].as_str().unwrap().to_string()),
+        );
+        let Some(next) = next else { break };
+        assert!(
+            next.starts_with(&format!("/subscriptions/{sub}/attempts?limit=2&cursor=")),
+            "{next}"
+        );
+        path = next;
+        assert!(sizes.len() < 10, "paging does not end");
+    }
+    assert_eq!(sizes, [2, 2, 2]);
+    assert_eq!(seen, expected);
+
+    // The default limit (20) holds them all: no link.
+    let (items, next) = s.page(&format!("/subscriptions/{sub}/attempts")).await;
+    assert_eq!((items.len(), next), (6, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attempts_tail_always_links_the_next_poll() {
+    let env = start().await;
+    let s = &env.server;
+    let sub = s.subscribe(json!({"target_url": NOWHERE})).await;
+
+    // Nothing yet: an empty array whose next poll starts at the beginning.
+    let (items, next) = s.page("/attempts?limit=2").await;
+    assert!(items.is_empty());
+    assert_eq!(next.as_deref(), Some("/attempts?limit=2&after=0"));
+
+    let t = 1_700_000_000_000_i64;
+    insert_attempts(&s.data_dir, &sub, &[(1, t), (2, t + 1), (3, t + 2)]);
+    // Without `after`: the most recent `limit`, oldest first.
+    let (items, next) = s.page("/attempts?limit=2").await;
+    let ids: Vec<i64> = items.iter().map(|a| a["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0] < ids[1]);
+    let last = ids[1];
+    assert_eq!(next, Some(format!("/attempts?limit=2&after={last}")));
+    // Following the link: nothing new, and the link stays at the given cursor.
+    let (items, next) = s.page(&format!("/attempts?limit=2&after={last}")).await;
+    assert!(items.is_empty());
+    assert_eq!(next, Some(format!("/attempts?limit=2&after={last}")));
+    // From the beginning: two pages, then the tail waits after the last id.
+    let (items, next) = s.page("/attempts?after=0&limit=2").await;
+    assert_eq!(items.len(), 2);
+    let first_page_last = items[1]["id"].as_i64().unwrap();
+    assert_eq!(
+        next,
+        Some(format!("/attempts?limit=2&after={first_page_last}"))
+    );
+    let (items, next) = s.page(&next.unwrap()).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["webhook_id"], fake_webhook(3));
+    assert_eq!(next, Some(format!("/attempts?limit=2&after={last}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_cursor_is_a_json_400_and_changes_nothing() {
+    let env = start().await;
+    let s = &env.server;
+    let sub = s.subscribe(json!({"target_url": NOWHERE})).await;
+    insert_attempts(&s.data_dir, &sub, &[(1, 1_700_000_000_000)]);
+    let before = subscription_rows(&s.data_dir);
+    let (before_attempts, _) = s.page("/attempts?after=0").await;
+
+    let attempts = format!("/subscriptions/{sub}/attempts");
+    for (path, field) in [
+        ("/subscriptions?cursor=abc".to_string(), "cursor"),
+        ("/subscriptions?limit=2&cursor=123".to_string(), "cursor"),
+        (format!("{attempts}?cursor=abc"), "cursor"),
+        (format!("{attempts}?cursor=1.x"), "cursor"),
+        (format!("{attempts}?cursor=-1.2"), "cursor"),
+        (format!("{attempts}?cursor=1"), "cursor"),
+        (
+            format!("{attempts}?cursor={}", "9".repeat(30) + ".1"),
+            "cursor",
+        ),
+        ("/attempts?after=x".to_string(), "after"),
+        ("/attempts?after=-1".to_string(), "after"),
+    ] {
+        let got = s.call("GET", &path, None).await;
+        assert_error(&path, &got, 400, "invalid_query", Some(field));
+    }
+    assert_eq!(subscription_rows(&s.data_dir), before);
+    let (after_attempts, _) = s.page("/attempts?after=0").await;
+    assert_eq!(after_attempts, before_attempts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,7 +545,7 @@ async fn paths_with_a_trailing_slash_work() {
 
     let (status, list) = s.call("GET", "/subscriptions/", None).await;
     assert_eq!(status, 200, "{list}");
-    assert_eq!(list["items"][0]["id"], id);
+    assert_eq!(list[0]["id"], id);
 
     let path = format!("/subscriptions/{id}/");
     let (status, one) = s.call("GET", &path, None).await;
@@ -998,7 +1149,7 @@ async fn secrets_are_masked_except_in_the_creating_answer() {
         .unwrap();
     let list: Value = serde_json::from_str(&list_text).unwrap();
     for (id, masked) in &expected {
-        let item = list["items"]
+        let item = list
             .as_array()
             .unwrap()
             .iter()
@@ -1065,14 +1216,18 @@ async fn answer_bodies_match_snapshots() {
         .await;
     s.subscribe(json!({"target_url": "http://127.0.0.1:9/third", "generate_secret": true}))
         .await;
-    let (status, list) = s.call("GET", "/subscriptions?limit=2", None).await;
-    assert_eq!(status, 200);
-    assert_eq!(list["next_cursor"], list["items"][1]["id"]);
+    let (list, next) = s.page("/subscriptions?limit=2").await;
+    assert_eq!(
+        next,
+        Some(format!(
+            "/subscriptions?limit=2&cursor={}",
+            list[1]["id"].as_str().unwrap()
+        ))
+    );
     insta::assert_json_snapshot!("list_first_page", list, {
-        ".items[].id" => "[id]",
-        ".items[].created_at" => "[ts]",
-        ".items[].updated_at" => "[ts]",
-        ".next_cursor" => "[id]",
+        "[].id" => "[id]",
+        "[].created_at" => "[ts]",
+        "[].updated_at" => "[ts]",
     });
 
     let (status, invalid) = s

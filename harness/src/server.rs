@@ -47,6 +47,34 @@ pub fn webhook_id(answer: &Value) -> String {
         .to_string()
 }
 
+/// The target of the `rel="next"` link in a `Link` header (RFC 8288), as
+/// written (webhookd writes a path and query).
+pub fn next_link(header: &str) -> Option<String> {
+    let mut rest = header;
+    while let Some(start) = rest.find('<') {
+        let after = &rest[start + 1..];
+        let end = after.find('>')?;
+        let target = &after[..end];
+        let tail = &after[end + 1..];
+        let params = &tail[..tail.find('<').unwrap_or(tail.len())];
+        let is_next = params.split(';').any(|param| {
+            let Some((name, value)) = param.split_once('=') else {
+                return false;
+            };
+            let value = value.trim().trim_end_matches(',').trim().trim_matches('"');
+            name.trim().eq_ignore_ascii_case("rel")
+                && value
+                    .split_whitespace()
+                    .any(|rel| rel.eq_ignore_ascii_case("next"))
+        });
+        if is_next {
+            return Some(target.to_string());
+        }
+        rest = tail;
+    }
+    None
+}
+
 /// webhookd running in this process; stopped (aborted) when dropped.
 pub struct TestServer {
     /// Where its API listens.
@@ -121,6 +149,33 @@ impl TestServer {
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         (status, value)
+    }
+
+    /// `GET path` of a list endpoint, which must answer 200 with a JSON
+    /// array: its items and the next page, the target of its
+    /// `Link: <...>; rel="next"` (a path and query to pass here again), or
+    /// `None` when the answer has no such link.
+    pub async fn page(&self, path: &str) -> (Vec<Value>, Option<String>) {
+        let resp = self.http.get(self.url(path)).send().await.expect("request");
+        let status = resp.status().as_u16();
+        let links: Vec<String> = resp
+            .headers()
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .map(|v| v.to_str().expect("a Link header in ASCII").to_string())
+            .collect();
+        let text = resp.text().await.expect("body");
+        assert_eq!(status, 200, "GET {path}: {text}");
+        let items = match serde_json::from_str(&text) {
+            Ok(Value::Array(items)) => items,
+            _ => panic!("GET {path} must answer a JSON array, got {text}"),
+        };
+        let next: Vec<String> = links.iter().filter_map(|l| next_link(l)).collect();
+        assert!(
+            next.len() <= 1,
+            "GET {path}: more than one next link: {links:?}"
+        );
+        (items, next.into_iter().next())
     }
 
     /// Sends raw bytes with headers.

@@ -1,11 +1,14 @@
 //! Answers and errors: every non-2xx answer is
-//! `{"error": {"code": "...", "message": "...", "field": "..."}}`, and body
-//! and query parsing map their failures to the right 4xx.
+//! `{"error": {"code": "...", "message": "...", "field": "..."}}`, every
+//! list is a JSON array with its next page in a `Link` header ([`page`]),
+//! and body and query parsing map their failures to the right 4xx.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use std::fmt::Write as _;
+
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LINK, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
@@ -162,6 +165,30 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Answer {
     }
 }
 
+/// The answer of every list endpoint: 200 with the JSON array of `items`
+/// and, when more follow, `Link: <next>; rel="next"` (RFC 8288), where
+/// `next` is the next page's path and query ([`Query::next_page`]).
+pub fn page<T: Serialize>(items: &[T], next: Option<String>) -> Answer {
+    let mut resp = json(StatusCode::OK, &items);
+    if let Some(next) = next {
+        match HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+            Ok(link) => {
+                resp.headers_mut().insert(LINK, link);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, next = %next, "encoding the Link header of a page");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the link to the next page could not be encoded",
+                )
+                .into_response();
+            }
+        }
+    }
+    resp
+}
+
 /// An empty answer (204).
 pub fn empty(status: StatusCode) -> Answer {
     let mut resp = Response::new(Full::new(Bytes::new()));
@@ -207,8 +234,11 @@ pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     })
 }
 
-/// Query parameters of a request, decoded.
-pub struct Query(Vec<(String, String)>);
+/// Query parameters of a request, decoded, and the path they came with.
+pub struct Query {
+    path: String,
+    pairs: Vec<(String, String)>,
+}
 
 impl Query {
     /// Parses the query string of a URI.
@@ -222,12 +252,35 @@ impl Query {
                     .collect()
             })
             .unwrap_or_default();
-        Query(pairs)
+        Query {
+            path: req.uri().path().to_string(),
+            pairs,
+        }
+    }
+
+    /// The next page of this request, as a relative reference (path and
+    /// query): the same path and parameters, in order (filters and
+    /// `limit` stay), with every `cursor` parameter replaced by one
+    /// `cursor=value` at the end. Names and values are percent-encoded.
+    pub fn next_page(&self, cursor: &str, value: &str) -> String {
+        let mut out = self.path.clone();
+        let kept = self.pairs.iter().filter(|(k, _)| k != cursor);
+        for (i, (k, v)) in kept
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain([(cursor, value)])
+            .enumerate()
+        {
+            out.push(if i == 0 { '?' } else { '&' });
+            percent_encode(k, &mut out);
+            out.push('=');
+            percent_encode(v, &mut out);
+        }
+        out
     }
 
     /// The last value of a parameter.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.pairs
             .iter()
             .rev()
             .find(|(k, _)| k == name)
@@ -249,6 +302,19 @@ impl Query {
     }
 }
 
+/// Appends `s` percent-encoded: every byte but RFC 3986's unreserved
+/// characters (`A-Z a-z 0-9 - . _ ~`) becomes `%XX`.
+fn percent_encode(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
 /// A user-supplied value cut short enough to quote in an error.
 pub fn truncate(s: &str) -> String {
     if s.chars().count() <= 64 {
@@ -256,5 +322,41 @@ pub fn truncate(s: &str) -> String {
     } else {
         let cut: String = s.chars().take(64).collect();
         format!("{cut}...")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(uri: &str) -> Query {
+        Query::of(&Request::get(uri).body(()).unwrap())
+    }
+
+    #[test]
+    fn next_page_keeps_the_parameters_and_replaces_the_cursor() {
+        let q = query("/subscriptions?limit=2&cursor=a&cursor=b");
+        assert_eq!(
+            q.next_page("cursor", "c"),
+            "/subscriptions?limit=2&cursor=c"
+        );
+        let q = query("/attempts");
+        assert_eq!(q.next_page("after", "7"), "/attempts?after=7");
+        // Repeated filters stay, in order; values are percent-encoded
+        // (a `+` in the query was a space).
+        let q = query("/webhooks/?status=failed&event_type=a+b%26c%2B&status=pending");
+        assert_eq!(
+            q.next_page("cursor", "1.2"),
+            "/webhooks/?status=failed&event_type=a%20b%26c%2B&status=pending&cursor=1.2"
+        );
+    }
+
+    #[test]
+    fn a_page_is_an_array_with_a_link_when_more_follow() {
+        let resp = page(&[1, 2], Some("/x?cursor=2".to_string()));
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[LINK], "</x?cursor=2>; rel=\"next\"");
+        let resp = page::<u8>(&[], None);
+        assert!(resp.headers().get(LINK).is_none());
     }
 }

@@ -5,10 +5,10 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde_json::json;
 
-use super::response::{json, Answer, ApiError, Query};
+use super::response::{json, page, Answer, ApiError, Query};
 use super::AppState;
 use crate::ids::{SubscriptionId, WebhookId};
-use crate::store::records::WebhookStatus;
+use crate::store::records::{AttemptCursor, WebhookStatus};
 
 /// `GET /status/{webhook_id}`: summary and every attempt, oldest first.
 pub async fn webhook_status(state: &AppState, raw_id: &str) -> Result<Answer, ApiError> {
@@ -51,7 +51,9 @@ pub async fn webhook_status(state: &AppState, raw_id: &str) -> Result<Answer, Ap
     ))
 }
 
-/// `GET /subscriptions/{id}/attempts?limit=20`: most recent first.
+/// `GET /subscriptions/{id}/attempts?limit=20&cursor=<ms>.<id>`: most
+/// recent first (by start time, then id); the next page, when there is one,
+/// in the `Link` header with the cursor of the page's last attempt.
 pub async fn subscription_attempts(
     state: &AppState,
     raw_id: &str,
@@ -59,16 +61,38 @@ pub async fn subscription_attempts(
 ) -> Result<Answer, ApiError> {
     let id =
         SubscriptionId::parse(raw_id).ok_or_else(|| ApiError::bad_id("subscription", raw_id))?;
-    let limit = Query::of(req).int("limit", 20, 1, 1000)? as usize;
+    let query = Query::of(req);
+    let limit = query.int("limit", 20, 1, 1000)? as usize;
+    let before = match query.get("cursor").filter(|c| !c.is_empty()) {
+        Some(raw) => Some(AttemptCursor::parse(raw).ok_or_else(|| {
+            ApiError::bad_query(
+                "cursor",
+                "`cursor` must be the one in the `Link: rel=\"next\"` URL of a previous page \
+                 (`<milliseconds>.<attempt id>`)",
+            )
+        })?),
+        None => None,
+    };
     if state.store.subscription(id).await?.is_none() {
         return Err(ApiError::not_found(format!("no subscription with id {id}")));
     }
-    let attempts = state.store.subscription_attempts(id, limit).await?;
-    Ok(json(StatusCode::OK, &attempts))
+    let mut attempts = state.store.subscription_attempts(id, before, limit).await?;
+    let next = if attempts.len() > limit {
+        attempts.truncate(limit);
+        attempts
+            .last()
+            .map(|a| query.next_page("cursor", &AttemptCursor::of(a).to_string()))
+    } else {
+        None
+    };
+    Ok(page(&attempts, next))
 }
 
-/// `GET /attempts?after=<cursor>&limit=N`: attempts across all
-/// subscriptions, oldest first; without `after`, the most recent N.
+/// `GET /attempts?after=<id>&limit=N`: attempts across all subscriptions,
+/// oldest first, with an id above `after`; without `after`, the most recent
+/// N. A tail that clients poll: the `Link` header always names the next
+/// poll, `after` the last id shown (or the given `after`, or 0, when
+/// nothing is).
 pub async fn attempts_tail(state: &AppState, req: &Request<Incoming>) -> Result<Answer, ApiError> {
     let query = Query::of(req);
     let limit = query.int("limit", 100, 1, 1000)? as usize;
@@ -77,9 +101,9 @@ pub async fn attempts_tail(state: &AppState, req: &Request<Incoming>) -> Result<
         Some(_) => Some(query.int("after", 0, 0, i64::MAX)?),
     };
     let items = state.store.attempts_after(after, limit).await?;
-    let next_cursor = items.last().map(|a| a.id).or(after);
-    Ok(json(
-        StatusCode::OK,
-        &json!({"items": items, "next_cursor": next_cursor}),
+    let cursor = items.last().map(|a| a.id).or(after).unwrap_or(0);
+    Ok(page(
+        &items,
+        Some(query.next_page("after", &cursor.to_string())),
     ))
 }

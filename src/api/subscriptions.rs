@@ -12,7 +12,7 @@ use hyper::{Request, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::response::{empty, json, parse_json, read_body, Answer, ApiError, Query};
+use super::response::{empty, json, page, parse_json, read_body, Answer, ApiError, Query};
 use super::AppState;
 use crate::health::HealthView;
 use crate::ids::SubscriptionId;
@@ -145,7 +145,8 @@ pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Answer, 
     Ok(json(StatusCode::CREATED, &view))
 }
 
-/// `GET /subscriptions?limit=50&cursor=<id>`
+/// `GET /subscriptions?limit=50&cursor=<id>`: a page in creation order; the
+/// cursor of the next one is the last id shown, in the `Link` header.
 pub async fn list(state: &AppState, req: &Request<Incoming>) -> Result<Answer, ApiError> {
     let query = Query::of(req);
     let limit = query.int("limit", 50, 1, 500)? as usize;
@@ -153,15 +154,17 @@ pub async fn list(state: &AppState, req: &Request<Incoming>) -> Result<Answer, A
         Some(raw) => Some(SubscriptionId::parse(raw).ok_or_else(|| {
             ApiError::bad_query(
                 "cursor",
-                "`cursor` must be a `next_cursor` from a previous page",
+                "`cursor` must be the one in the `Link: rel=\"next\"` URL of a previous page \
+                 (a subscription id)",
             )
         })?),
         None => None,
     };
     let mut subs = state.store.list_subscriptions(cursor, limit).await?;
-    let next_cursor = if subs.len() > limit {
+    let next = if subs.len() > limit {
         subs.truncate(limit);
-        subs.last().map(|s| s.id)
+        subs.last()
+            .map(|s| query.next_page("cursor", &s.id.to_string()))
     } else {
         None
     };
@@ -169,10 +172,7 @@ pub async fn list(state: &AppState, req: &Request<Incoming>) -> Result<Answer, A
         .iter()
         .map(|sub| SubscriptionView::masked(state, sub))
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({"items": items, "next_cursor": next_cursor}),
-    ))
+    Ok(page(&items, next))
 }
 
 /// `GET /subscriptions/{id}`

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{from_millis, Store, StoreError};
+use super::{from_millis, to_millis, Store, StoreError};
 use crate::ids::{SubscriptionId, WebhookId};
 
 /// Where a webhook is in its life.
@@ -148,6 +148,46 @@ pub struct Attempt {
     pub response_body: Option<String>,
 }
 
+/// Where a page of a subscription's attempts (newest first) ends: the last
+/// attempt's start time in milliseconds and its id. Written
+/// `<milliseconds>.<id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptCursor {
+    /// `timestamp` of the last attempt shown, ms since the epoch.
+    pub timestamp_ms: i64,
+    /// Its id.
+    pub id: i64,
+}
+
+impl AttemptCursor {
+    /// The cursor after `attempt`.
+    pub fn of(attempt: &Attempt) -> Self {
+        AttemptCursor {
+            timestamp_ms: to_millis(attempt.timestamp),
+            id: attempt.id,
+        }
+    }
+
+    /// Parses `<milliseconds>.<id>` (two non-negative integers).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (ms, id) = raw.split_once('.')?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(ms) || !digits(id) {
+            return None;
+        }
+        Some(AttemptCursor {
+            timestamp_ms: ms.parse().ok()?,
+            id: id.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for AttemptCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.timestamp_ms, self.id)
+    }
+}
+
 /// A webhook's summary row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookRecord {
@@ -255,18 +295,38 @@ impl Store {
         .await
     }
 
-    /// The most recent attempts of one subscription, newest first.
+    /// The most recent attempts of one subscription, newest first (start
+    /// time, then id), those after `before` when given. Returns one more
+    /// than `limit` when there is more, so the caller can tell whether a
+    /// next page exists.
     pub async fn subscription_attempts(
         &self,
         id: SubscriptionId,
+        before: Option<AttemptCursor>,
         limit: usize,
     ) -> Result<Vec<Attempt>, StoreError> {
+        let before = before.unwrap_or(AttemptCursor {
+            timestamp_ms: i64::MAX,
+            id: i64::MAX,
+        });
         self.call(move |conn| {
+            // `timestamp <= ?2` bounds the index range; the OR picks the
+            // rows of the cursor's own millisecond with a smaller id.
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts WHERE subscription_id = ?1
-                 ORDER BY timestamp DESC, id DESC LIMIT ?2"
+                "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts
+                 WHERE subscription_id = ?1 AND timestamp <= ?2
+                   AND (timestamp < ?2 OR id < ?3)
+                 ORDER BY timestamp DESC, id DESC LIMIT ?4"
             ))?;
-            let rows = stmt.query_map(params![id.to_string(), limit as i64], attempt_from_row)?;
+            let rows = stmt.query_map(
+                params![
+                    id.to_string(),
+                    before.timestamp_ms,
+                    before.id,
+                    limit as i64 + 1
+                ],
+                attempt_from_row,
+            )?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await

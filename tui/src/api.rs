@@ -10,7 +10,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LINK};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ mod types;
 
 pub use types::{
     Attempt, AttemptsPage, Circuit, Health, NewSubscription, Outcome, Subscription,
-    SubscriptionPage, SubscriptionPatch, SubscriptionState, WebhookStatus,
+    SubscriptionPatch, SubscriptionState, WebhookStatus,
 };
 
 /// How long one request may take before the server is considered unreachable.
@@ -32,7 +32,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Upper bound on pages fetched by [`Client::list_subscriptions`], so that a
-/// misbehaving server that keeps returning cursors cannot loop us forever.
+/// misbehaving server that keeps announcing next pages cannot loop us
+/// forever.
 const MAX_SUBSCRIPTION_PAGES: usize = 1_000;
 
 /// Page size asked for when listing subscriptions.
@@ -185,20 +186,22 @@ impl Client {
             .map(|_| ())
     }
 
-    /// All subscriptions, following `next_cursor` until the last page.
+    /// All subscriptions: each page is a JSON array, and the next one is
+    /// the `Link: <...>; rel="next"` of the answer, followed until an
+    /// answer has none.
     pub async fn list_subscriptions(&self) -> Result<Vec<Subscription>, ApiError> {
         let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
+        let mut url = self.url(
+            &["subscriptions"],
+            &[("limit", SUBSCRIPTION_PAGE_SIZE.to_string())],
+        )?;
         for _ in 0..MAX_SUBSCRIPTION_PAGES {
-            let mut query = vec![("limit", SUBSCRIPTION_PAGE_SIZE.to_string())];
-            if let Some(c) = &cursor {
-                query.push(("cursor", c.clone()));
-            }
-            let page: SubscriptionPage = self.get_json(&["subscriptions"], &query).await?;
-            all.extend(page.items);
-            match page.next_cursor {
-                // A cursor equal to the one we sent would loop forever.
-                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+            let (headers, body) = self.send_url(Method::GET, url.clone(), None::<&()>).await?;
+            let page: Vec<Subscription> = decode(&body)?;
+            all.extend(page);
+            match self.next_link(&headers, &url)? {
+                // A link back to the page just read would loop forever.
+                Some(next) if next != url => url = next,
                 _ => return Ok(all),
             }
         }
@@ -273,7 +276,9 @@ impl Client {
     }
 
     /// `GET /attempts?after=<id>&limit=N`: attempts newer than `after`
-    /// (or the latest `limit` when `after` is `None`), oldest first.
+    /// (or the latest `limit` when `after` is `None`), oldest first. The
+    /// page's `next_cursor` is the `after` of the answer's `Link: <...>;
+    /// rel="next"`, the next poll.
     pub async fn attempts_after(
         &self,
         after: Option<i64>,
@@ -283,7 +288,48 @@ impl Client {
         if let Some(after) = after {
             query.push(("after", after.to_string()));
         }
-        self.get_json(&["attempts"], &query).await
+        let url = self.url(&["attempts"], &query)?;
+        let (headers, body) = self.send_url(Method::GET, url.clone(), None::<&()>).await?;
+        let items: Vec<Attempt> = decode(&body)?;
+        let next_cursor = match self.next_link(&headers, &url)? {
+            Some(next) => next
+                .query_pairs()
+                .filter(|(k, _)| k == "after")
+                .last()
+                .map(|(_, v)| {
+                    v.parse::<i64>().map_err(|_| {
+                        ApiError::Decode(format!("the next-page link has a bad `after`: {next}"))
+                    })
+                })
+                .transpose()?,
+            None => None,
+        };
+        Ok(AttemptsPage { items, next_cursor })
+    }
+
+    /// The `rel="next"` target of an answer's `Link` headers, resolved
+    /// against the URL that was asked (webhookd sends a path and query).
+    /// A link to another server is refused: it would get the token.
+    fn next_link(&self, headers: &HeaderMap, asked: &Url) -> Result<Option<Url>, ApiError> {
+        for value in headers.get_all(LINK) {
+            let text = value
+                .to_str()
+                .map_err(|_| ApiError::Decode("a Link header is not ASCII".into()))?;
+            let Some(target) = next_target(text) else {
+                continue;
+            };
+            let next = asked
+                .join(target)
+                .map_err(|e| ApiError::Decode(format!("bad next-page link {target:?}: {e}")))?;
+            if next.origin() != self.base.origin() {
+                return Err(ApiError::Decode(format!(
+                    "the next-page link {next} leaves {}",
+                    self.base
+                )));
+            }
+            return Ok(Some(next));
+        }
+        Ok(None)
     }
 
     /// `GET /metrics` as Prometheus text. A server without metrics answers
@@ -335,19 +381,60 @@ impl Client {
         body: Option<&B>,
     ) -> Result<Vec<u8>, ApiError> {
         let url = self.url(segments, query)?;
+        self.send_url(method, url, body).await.map(|(_, body)| body)
+    }
+
+    /// Send one request to `url`; return the headers and body of a 2xx
+    /// answer or the matching [`ApiError`].
+    async fn send_url<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+    ) -> Result<(HeaderMap, Vec<u8>), ApiError> {
         let mut req = self.http.request(method, url);
         if let Some(body) = body {
             req = req.json(body);
         }
         let resp = req.send().await.map_err(transport_error)?;
         let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes = resp.bytes().await.map_err(transport_error)?;
         if status.is_success() {
-            Ok(bytes.to_vec())
+            Ok((headers, bytes.to_vec()))
         } else {
             Err(http_error(status, &bytes))
         }
     }
+}
+
+/// The target of the `rel="next"` link in one `Link` header value
+/// (RFC 8288: `<target>; rel="next"`, several links separated by commas,
+/// `rel` a space-separated list).
+fn next_target(header: &str) -> Option<&str> {
+    let mut rest = header;
+    while let Some(start) = rest.find('<') {
+        let after = &rest[start + 1..];
+        let end = after.find('>')?;
+        let target = &after[..end];
+        let tail = &after[end + 1..];
+        let params = &tail[..tail.find('<').unwrap_or(tail.len())];
+        let is_next = params.split(';').any(|param| {
+            let Some((name, value)) = param.split_once('=') else {
+                return false;
+            };
+            let value = value.trim().trim_end_matches(',').trim().trim_matches('"');
+            name.trim().eq_ignore_ascii_case("rel")
+                && value
+                    .split_whitespace()
+                    .any(|rel| rel.eq_ignore_ascii_case("next"))
+        });
+        if is_next {
+            return Some(target);
+        }
+        rest = tail;
+    }
+    None
 }
 
 /// Decode a JSON body into `T`.
@@ -444,6 +531,45 @@ mod tests {
             c.url(&["healthz"], &[]).unwrap().as_str(),
             "http://127.0.0.1:9/healthz"
         );
+    }
+
+    #[test]
+    fn the_next_link_is_found_among_others() {
+        assert_eq!(
+            next_target(r#"</subscriptions?limit=2&cursor=a>; rel="next""#),
+            Some("/subscriptions?limit=2&cursor=a")
+        );
+        assert_eq!(
+            next_target(r#"</a>; rel="prev", </b?x=1,2>; title="t"; rel="last next""#),
+            Some("/b?x=1,2")
+        );
+        assert_eq!(next_target("</a>; rel=next"), Some("/a"));
+        assert_eq!(next_target(r#"</a>; rel="prev""#), None);
+        assert_eq!(next_target("garbage"), None);
+    }
+
+    #[test]
+    fn a_next_link_to_another_server_is_refused() {
+        let c = Client::new("http://127.0.0.1:9/prefix/", None).unwrap();
+        let asked = c.url(&["subscriptions"], &[]).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            LINK,
+            HeaderValue::from_static("</subscriptions?cursor=a>; rel=\"next\""),
+        );
+        assert_eq!(
+            c.next_link(&headers, &asked).unwrap().unwrap().as_str(),
+            "http://127.0.0.1:9/subscriptions?cursor=a"
+        );
+        headers.insert(
+            LINK,
+            HeaderValue::from_static("<http://evil.example/x>; rel=\"next\""),
+        );
+        assert!(matches!(
+            c.next_link(&headers, &asked),
+            Err(ApiError::Decode(_))
+        ));
+        assert_eq!(c.next_link(&HeaderMap::new(), &asked).unwrap(), None);
     }
 
     #[test]

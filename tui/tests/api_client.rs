@@ -46,19 +46,51 @@ fn attempt_json(id: i64) -> String {
     )
 }
 
-/// The scripted answers: (status, body) for a method and request target.
-fn route(method: &str, target: &str, body: &str) -> (u16, String) {
+/// The scripted answers: (status, body, `Link` header) for a method and
+/// request target. Lists answer JSON arrays, with the next page in `Link`,
+/// as webhookd does.
+fn route(method: &str, target: &str, body: &str) -> (u16, String, Option<String>) {
+    let (status, answer) = match (method, target) {
+        ("GET", "/subscriptions?limit=100") => {
+            return (
+                200,
+                format!("[{SUB}]"),
+                Some(r#"</subscriptions?limit=100&cursor=c%2B1>; rel="next""#.into()),
+            )
+        }
+        ("GET", "/subscriptions?limit=100&cursor=c%2B1") => {
+            return (
+                200,
+                format!("[{SUB}]"),
+                // Another relation, and a next link that is not followed:
+                // a link back to the page just read.
+                Some(r#"</subscriptions?limit=100>; rel="first", </subscriptions?limit=100&cursor=c%2B1>; rel="next""#.into()),
+            );
+        }
+        ("GET", "/attempts?limit=200&after=5") => {
+            return (
+                200,
+                format!("[{}]", attempt_json(6)),
+                Some(r#"</attempts?limit=200&after=6>; rel="next""#.into()),
+            )
+        }
+        ("GET", "/attempts?limit=200") => {
+            return (
+                200,
+                "[]".into(),
+                Some(r#"</attempts?limit=200&after=0>; rel="next""#.into()),
+            )
+        }
+        (method, target) => route_plain(method, target, body),
+    };
+    (status, answer, None)
+}
+
+/// The answers without a `Link` header.
+fn route_plain(method: &str, target: &str, body: &str) -> (u16, String) {
     let sub_path = "/subscriptions/0193a4c2-0000-7000-8000-000000000001";
     match (method, target) {
         ("GET", "/healthz") => (200, r#"{"status":"ok"}"#.into()),
-        ("GET", "/subscriptions?limit=100") => (
-            200,
-            format!(r#"{{"items":[{SUB}],"next_cursor":"c1"}}"#),
-        ),
-        ("GET", "/subscriptions?limit=100&cursor=c1") => (
-            200,
-            format!(r#"{{"items":[{SUB}],"next_cursor":null}}"#),
-        ),
         ("GET", p) if p == sub_path => (200, SUB.into()),
         ("GET", "/subscriptions/missing") => (
             404,
@@ -75,11 +107,6 @@ fn route(method: &str, target: &str, body: &str) -> (u16, String) {
         ("GET", p) if p == format!("{sub_path}/attempts?limit=20") => {
             (200, format!("[{},{}]", attempt_json(2), attempt_json(1)))
         }
-        ("GET", "/attempts?limit=200&after=5") => (
-            200,
-            format!(r#"{{"items":[{}],"next_cursor":6}}"#, attempt_json(6)),
-        ),
-        ("GET", "/attempts?limit=200") => (200, r#"{"items":[],"next_cursor":null}"#.into()),
         ("GET", "/status/bad-json") => (200, "{not json".into()),
         ("GET", "/metrics") => (404, "not found".into()),
         _ => (500, "unexpected request".into()),
@@ -136,15 +163,16 @@ async fn fake_server() -> (String, Log) {
                     buf.extend_from_slice(&chunk[..n]);
                 }
                 let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
-                let (status, answer) = route(&method, &target, &body);
+                let (status, answer, link) = route(&method, &target, &body);
                 seen.lock().unwrap().push(Seen {
                     method,
                     target,
                     authorization,
                     body,
                 });
+                let link = link.map(|l| format!("link: {l}\r\n")).unwrap_or_default();
                 let resp = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{link}connection: close\r\n\r\n{answer}",
                     answer.len()
                 );
                 let _ = sock.write_all(resp.as_bytes()).await;
@@ -234,6 +262,7 @@ async fn client_requests_and_answers() {
     assert_eq!(page.items.len(), 1);
     let page = client.attempts_after(None, 200).await.unwrap();
     assert!(page.items.is_empty());
+    assert_eq!(page.next_cursor, Some(0));
 
     assert!(matches!(
         client.webhook_status("bad-json").await,
@@ -270,6 +299,19 @@ async fn client_requests_and_answers() {
         ]
     );
     assert!(seen.iter().all(|s| s.target != "unexpected"));
+    let lists: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.target.starts_with("/subscriptions?"))
+        .map(|s| s.target.as_str())
+        .collect();
+    assert_eq!(
+        lists,
+        [
+            "/subscriptions?limit=100",
+            "/subscriptions?limit=100&cursor=c%2B1"
+        ],
+        "the Link is followed as given, and a link back is not"
+    );
 }
 
 #[tokio::test]

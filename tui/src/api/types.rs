@@ -101,16 +101,6 @@ pub struct Health {
     pub max_in_flight: u32,
 }
 
-/// One page of `GET /subscriptions`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct SubscriptionPage {
-    /// Subscriptions in creation order.
-    pub items: Vec<Subscription>,
-    /// Cursor for the next page, `None` on the last page.
-    #[serde(default)]
-    pub next_cursor: Option<String>,
-}
-
 /// Body of `POST /subscriptions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NewSubscription {
@@ -251,13 +241,15 @@ impl WebhookStatus {
     }
 }
 
-/// `GET /attempts?after=..`: a page of the global attempt log.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `GET /attempts?after=..`: a page of the global attempt log (the JSON
+/// array of the answer, and the cursor of its `Link` header).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptsPage {
     /// Attempts with `id > after`, oldest first.
     pub items: Vec<Attempt>,
-    /// Largest id returned (or `after` echoed when nothing new).
-    #[serde(default)]
+    /// The `after` of the next poll, from the answer's `Link: <...>;
+    /// rel="next"`: the largest id returned, or `after` echoed when nothing
+    /// is new; `None` when the answer has no link.
     pub next_cursor: Option<i64>,
 }
 
