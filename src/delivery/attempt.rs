@@ -55,6 +55,13 @@ impl Deliverer {
             }
         };
         let counts = self.attempt_counts(&parsed).await;
+        if counts.settled {
+            // Its ack was lost (webhookd stalled past the ack wait, say):
+            // the attempt row that ended it is committed, so it is done.
+            tracing::info!(webhook_id = %parsed.meta.id, "already settled; acking the message handed out again");
+            ack(&msg, AckKind::Ack).await;
+            return Finished::NotSent;
+        }
         let span = tracing::info_span!(
             "delivery",
             webhook_id = %parsed.meta.id,
@@ -81,7 +88,11 @@ impl Deliverer {
             Err(e) => {
                 tracing::warn!(error = %e, "reading the attempt count; using JetStream's");
                 let n = p.delivered.saturating_sub(1);
-                AttemptCounts { logged: n, sent: n }
+                AttemptCounts {
+                    logged: n,
+                    sent: n,
+                    settled: false,
+                }
             }
         }
     }
@@ -147,6 +158,7 @@ impl Deliverer {
         let counts = AttemptCounts {
             logged: attempt,
             sent,
+            settled: false,
         };
         self.settle(&msg, &row, counts, decision, was_sent.then_some(duration))
             .await;

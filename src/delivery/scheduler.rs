@@ -62,9 +62,13 @@ pub struct Limits {
 /// How much of its own work a lane may park: this long at its pace.
 const PARK_WINDOW_SECS: f64 = 1.0;
 
-/// Shortest and longest overflow delay.
+/// Shortest and longest overflow delay. A NAK delay cannot be shortened
+/// once sent, so the longest is also how long an overflowed webhook may
+/// still wait after its receiver is well again (60 s held them back that
+/// long in the flapping chaos run); beyond a few seconds it saves little
+/// (a backlog of 10,000 comes back at 1,000/s, each a cheap NAK).
 const OVERFLOW_MIN: Duration = Duration::from_millis(200);
-const OVERFLOW_MAX: Duration = Duration::from_secs(60);
+const OVERFLOW_MAX: Duration = Duration::from_secs(10);
 
 /// What to do with a message now. Every variant but `Parked` and
 /// `Overflow` holds a worker slot: give it back with

@@ -119,6 +119,10 @@ pub struct AttemptCounts {
     /// Of them, the attempts that were sent (not deferred by an open
     /// circuit): the steps of the retry schedule used up.
     pub sent: u32,
+    /// Whether its last attempt ended it (`success` or `failure`): a
+    /// message JetStream hands out again after that (its ack was lost) has
+    /// nothing left to do.
+    pub settled: bool,
 }
 
 /// One logged delivery attempt.
@@ -265,8 +269,13 @@ impl Store {
     /// How many attempts of a webhook are logged (0 when it has no row).
     pub async fn logged_attempts(&self, id: WebhookId) -> Result<AttemptCounts, StoreError> {
         self.call(move |conn| {
-            let mut stmt = conn.prepare_cached("SELECT attempts FROM webhooks WHERE id = ?1")?;
-            let logged: Option<u32> = stmt.query_row([id.to_string()], |r| r.get(0)).optional()?;
+            let mut stmt =
+                conn.prepare_cached("SELECT attempts, last_outcome FROM webhooks WHERE id = ?1")?;
+            let row: Option<(u32, Option<String>)> = stmt
+                .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let (logged, last) = row.unwrap_or((0, None));
+            let settled = matches!(last.as_deref(), Some("success" | "failure"));
             let mut stmt = conn.prepare_cached(
                 "SELECT count(*) FROM delivery_attempts
                  WHERE webhook_id = ?1 AND NOT (status_code IS NULL AND error LIKE ?2)",
@@ -276,8 +285,9 @@ impl Store {
                 |r| r.get(0),
             )?;
             Ok(AttemptCounts {
-                logged: logged.unwrap_or(0),
+                logged,
                 sent,
+                settled,
             })
         })
         .await
