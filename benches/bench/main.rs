@@ -20,7 +20,22 @@
 //! - `retries`: a receiver failing each webhook's first attempt, 100 ms
 //!   retry schedule; the attempt log is read from the SQLite file;
 //! - `fan-in`: webhooks spread over many subscriptions;
-//! - `slow`: a receiver answering after 200 ms (concurrency-bound).
+//! - `slow`: a receiver answering after 200 ms (concurrency-bound);
+//! - `isolation`: webhookd at its default settings, a backlog queued for a
+//!   receiver answering only after 30 s ("hang30", its own process and
+//!   port: every attempt times out), then a paced load (150/s) to a healthy
+//!   receiver on another subscription: its arrival − send (target p99 ≤
+//!   1 s), beside the same load sent alone earlier in the same run.
+//!
+//! A/B: `--compare-bin PATH` runs `e2e` and `isolation` again, each right
+//! after its own, with another webhookd binary (rows `e2e@old`,
+//! `isolation@old`; `--compare-label` to rename), given only the arguments
+//! every scenario passes plus `--compare-args`. `--webhookd-args` adds
+//! arguments to this side's webhookd; `--compare-args` alone compares the
+//! binary with itself under other arguments, e.g. `--only isolation
+//! --compare-args=--scheduler-wait=nak --compare-label nak` (the `=` forms
+//! survive `just`, which does not keep quotes). `--webhookd-bin` replaces
+//! this side's binary.
 //!
 //! Results: a table on stdout and JSON in `target/bench/results.json`
 //! (`--out` to change). `--quick` runs N=2,000 per scenario and fails only on
@@ -67,7 +82,15 @@ enum Command {
 
 /// Scenarios in the order they run.
 const SCENARIOS: &[&str] = &[
-    "baseline", "floor", "ingest", "e2e", "e2e-half", "retries", "fan-in", "slow",
+    "baseline",
+    "floor",
+    "ingest",
+    "e2e",
+    "e2e-half",
+    "retries",
+    "fan-in",
+    "slow",
+    "isolation",
 ];
 
 /// `bench run`'s options.
@@ -89,6 +112,31 @@ struct RunArgs {
     /// results-quick.json with --quick).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Extra arguments for every webhookd started, separated by white
+    /// space (e.g. `--webhookd-args=--scheduler-wait=nak`).
+    #[arg(long, allow_hyphen_values = true)]
+    webhookd_args: Option<String>,
+    /// A/B: run e2e and isolation again with this webhookd binary (rows
+    /// `<scenario>@<label>`); it gets only the arguments every scenario
+    /// passes plus --compare-args, so an older binary that does not know
+    /// the newer flags runs too.
+    #[arg(long)]
+    compare_bin: Option<PathBuf>,
+    /// Extra arguments for the compared webhookd, separated by white space
+    /// (instead of --webhookd-args). Without --compare-bin the same binary
+    /// is compared with itself under these arguments.
+    #[arg(long, allow_hyphen_values = true)]
+    compare_args: Option<String>,
+    /// Label of the compared rows (default `old` with --compare-bin, else
+    /// `cmp`).
+    #[arg(long)]
+    compare_label: Option<String>,
+}
+
+/// White-space separated arguments.
+fn split_args(args: Option<&str>) -> Vec<String> {
+    args.map(|a| a.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 fn main() -> ExitCode {
@@ -127,8 +175,34 @@ fn run(args: RunArgs) -> Result<bool> {
         delivery_concurrency: args.delivery_concurrency,
         self_exe: std::env::current_exe().context("finding the bench binary")?,
         webhookd_bin: args.suite.webhookd_bin(env!("CARGO_BIN_EXE_webhookd"))?,
+        webhookd_args: split_args(args.webhookd_args.as_deref()),
         nats_bin: args.suite.nats_bin(),
         work_dir: target_dir().join("bench").join("tmp"),
+    };
+    let compare = if args.compare_bin.is_some() || args.compare_args.is_some() {
+        let bin = match &args.compare_bin {
+            Some(bin) if !bin.exists() => bail!("--compare-bin {} not found", bin.display()),
+            Some(bin) => bin.clone(),
+            None => env.webhookd_bin.clone(),
+        };
+        let label = args.compare_label.clone().unwrap_or_else(|| {
+            if args.compare_bin.is_some() {
+                "old"
+            } else {
+                "cmp"
+            }
+            .to_string()
+        });
+        Some(report::Compare {
+            label,
+            env: scenarios::Env {
+                webhookd_bin: bin,
+                webhookd_args: split_args(args.compare_args.as_deref()),
+                ..env.clone()
+            },
+        })
+    } else {
+        None
     };
     let out = args.out.clone().unwrap_or_else(|| {
         let file = if quick {
@@ -142,5 +216,10 @@ fn run(args: RunArgs) -> Result<bool> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(unless_interrupted(report::run_all(&env, &selected, &out)))
+    rt.block_on(unless_interrupted(report::run_all(
+        &env,
+        compare.as_ref(),
+        &selected,
+        &out,
+    )))
 }

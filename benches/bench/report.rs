@@ -11,6 +11,17 @@ use webhookd_harness::check::Check;
 use crate::procs;
 use crate::scenarios::{self, Carry, Env, Kind, Row};
 
+/// Scenarios an A/B run repeats with the other webhookd.
+const COMPARED: &[&str] = &["e2e", "isolation"];
+
+/// The other side of an A/B run: the scenarios of [`COMPARED`] run again
+/// with this environment (another webhookd binary, other arguments), their
+/// rows and checks named `<scenario>@<label>`.
+pub struct Compare {
+    pub label: String,
+    pub env: Env,
+}
+
 /// One target of the issue, measured.
 struct Target {
     name: &'static str,
@@ -55,7 +66,7 @@ fn nats_version(bin: &Path) -> String {
 
 fn print_row(r: &Row) {
     println!(
-        "{:<9} {:>6} {:>3} {:>8} {:<5} {:>7} {:>7} {:>7} {:<12} {:>4} {:>4} {:>4}  {}",
+        "{:<13} {:>6} {:>3} {:>8} {:<5} {:>7} {:>7} {:>7} {:<12} {:>4} {:>4} {:>4}  {}",
         r.name,
         r.n,
         r.c,
@@ -74,7 +85,7 @@ fn print_row(r: &Row) {
 
 fn print_header() {
     println!(
-        "{:<9} {:>6} {:>3} {:>14} {:>7} {:>7} {:>7} {:<12} {:>4} {:>4} {:>4}  note",
+        "{:<13} {:>6} {:>3} {:>14} {:>7} {:>7} {:>7} {:<12} {:>4} {:>4} {:>4}  note",
         "scenario",
         "N",
         "C",
@@ -93,7 +104,8 @@ fn mib(kib: Option<u64>) -> Option<f64> {
     kib.map(|k| k as f64 / 1024.0)
 }
 
-fn targets(carry: &Carry) -> Vec<Target> {
+/// `compared`: the label and isolation p99 of the other side of an A/B run.
+fn targets(carry: &Carry, compared: Option<(&str, f64)>) -> Vec<Target> {
     let base = carry.baseline_rate;
     let ratio = |v: Option<f64>| match (v, base) {
         (Some(v), Some(b)) if b > 0.0 => Some(format!("{:.2}x baseline", v / b)),
@@ -174,11 +186,47 @@ fn targets(carry: &Carry) -> Vec<Target> {
             goal: 24.0,
             vs_baseline: rss_ratio(carry.idle_rss_kib),
         },
+        Target {
+            name: "isolation healthy p99",
+            measured: carry.isolation_p99_ms,
+            unit: "ms",
+            at_least: false,
+            goal: 1_000.0,
+            vs_baseline: carry.isolation_alone_p99_ms.map(|alone| {
+                let other = compared
+                    .map(|(label, p)| format!("; @{label} {p:.1} ms"))
+                    .unwrap_or_default();
+                format!("alone {alone:.1} ms{other}")
+            }),
+        },
     ]
 }
 
-/// Runs `selected` scenarios; Ok(false) when a correctness check failed.
-pub async fn run_all(env: &Env, selected: &[&str], out: &Path) -> Result<bool> {
+/// Runs one scenario.
+async fn run_one(env: &Env, name: &str, carry: &mut Carry, checks: &mut Vec<Check>) -> Result<Row> {
+    match name {
+        "baseline" => scenarios::baseline(env, carry, checks).await,
+        "floor" => scenarios::floor(env, carry, checks).await,
+        "ingest" => scenarios::ingest(env, carry, checks).await,
+        "e2e" => scenarios::delivery(env, Kind::EndToEnd, carry, checks).await,
+        "e2e-half" => scenarios::delivery(env, Kind::HalfRate, carry, checks).await,
+        "retries" => scenarios::delivery(env, Kind::Retries, carry, checks).await,
+        "fan-in" => scenarios::delivery(env, Kind::FanIn, carry, checks).await,
+        "slow" => scenarios::delivery(env, Kind::Slow, carry, checks).await,
+        "isolation" => scenarios::isolation(env, carry, checks).await,
+        other => Err(anyhow::anyhow!("unknown scenario {other}")),
+    }
+}
+
+/// Runs `selected` scenarios (and, with `compare`, those of [`COMPARED`]
+/// again on its side, each right after its own); Ok(false) when a
+/// correctness check failed.
+pub async fn run_all(
+    env: &Env,
+    compare: Option<&Compare>,
+    selected: &[&str],
+    out: &Path,
+) -> Result<bool> {
     let started = Instant::now();
     let started_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -190,12 +238,22 @@ pub async fn run_all(env: &Env, selected: &[&str], out: &Path) -> Result<bool> {
         .unwrap_or(0);
     let nats = nats_version(&env.nats_bin);
     println!(
-        "webhookd bench ({}): {} cores, load average {load_before}; {}; webhookd {}",
+        "webhookd bench ({}): {} cores, load average {load_before}; {}; webhookd {}{}",
         if env.quick { "quick" } else { "full" },
         nproc,
         nats,
-        env.webhookd_bin.display()
+        env.webhookd_bin.display(),
+        args_text(&env.webhookd_args)
     );
+    if let Some(c) = compare {
+        println!(
+            "A/B: {} again as <scenario>@{} with webhookd {}{}",
+            COMPARED.join(", "),
+            c.label,
+            c.env.webhookd_bin.display(),
+            args_text(&c.env.webhookd_args)
+        );
+    }
     println!(
         "N={} C={} body {} B, delivery concurrency {}; all traffic on 127.0.0.1",
         env.sizes.n,
@@ -208,38 +266,54 @@ pub async fn run_all(env: &Env, selected: &[&str], out: &Path) -> Result<bool> {
     let mut carry = Carry::default();
     let mut checks: Vec<Check> = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
+    // The other side's figures go to a carry of their own: the targets are
+    // this side's.
+    let mut compared_carry = Carry::default();
     for name in selected {
-        let t = Instant::now();
-        eprintln!("bench: {name} ...");
-        let result = match *name {
-            "baseline" => scenarios::baseline(env, &mut carry, &mut checks).await,
-            "floor" => scenarios::floor(env, &mut carry, &mut checks).await,
-            "ingest" => scenarios::ingest(env, &mut carry, &mut checks).await,
-            "e2e" => scenarios::delivery(env, Kind::EndToEnd, &mut carry, &mut checks).await,
-            "e2e-half" => scenarios::delivery(env, Kind::HalfRate, &mut carry, &mut checks).await,
-            "retries" => scenarios::delivery(env, Kind::Retries, &mut carry, &mut checks).await,
-            "fan-in" => scenarios::delivery(env, Kind::FanIn, &mut carry, &mut checks).await,
-            "slow" => scenarios::delivery(env, Kind::Slow, &mut carry, &mut checks).await,
-            other => Err(anyhow::anyhow!("unknown scenario {other}")),
-        };
-        match result {
-            Ok(row) => {
-                eprintln!(
-                    "bench: {name} done in {:.1}s: {} {}",
-                    t.elapsed().as_secs_f64(),
-                    fmt_opt(row.rate, 0),
-                    row.rate_unit
-                );
-                rows.push(row);
+        let mut sides: Vec<(&Env, Option<&str>)> = vec![(env, None)];
+        if let Some(c) = compare.filter(|_| COMPARED.contains(name)) {
+            sides.push((&c.env, Some(c.label.as_str())));
+        }
+        for (side_env, label) in sides {
+            let full_name = match label {
+                Some(l) => format!("{name}@{l}"),
+                None => name.to_string(),
+            };
+            let t = Instant::now();
+            eprintln!("bench: {full_name} ...");
+            let mut side_checks = Vec::new();
+            let side_carry = if label.is_some() {
+                &mut compared_carry
+            } else {
+                &mut carry
+            };
+            let result = run_one(side_env, name, side_carry, &mut side_checks).await;
+            if let Some(l) = label {
+                for c in &mut side_checks {
+                    c.scenario = format!("{}@{l}", c.scenario);
+                }
             }
-            Err(e) => {
-                eprintln!("bench: {name} failed: {e:#}");
-                checks.push(Check {
-                    scenario: name.to_string(),
-                    name: "scenario ran".into(),
-                    ok: false,
-                    detail: format!("{e:#}"),
-                });
+            checks.extend(side_checks);
+            match result {
+                Ok(mut row) => {
+                    row.name = full_name.clone();
+                    eprintln!(
+                        "bench: {full_name} done in {:.1}s: {} {}",
+                        t.elapsed().as_secs_f64(),
+                        fmt_opt(row.rate, 0),
+                        row.rate_unit
+                    );
+                    rows.push(row);
+                }
+                Err(e) => {
+                    eprintln!("bench: {full_name} failed: {e:#}");
+                    checks.push(Check {
+                        scenario: full_name,
+                        name: "scenario ran".into(),
+                        ok: false,
+                        detail: format!("{e:#}"),
+                    });
+                }
             }
         }
     }
@@ -252,7 +326,7 @@ pub async fn run_all(env: &Env, selected: &[&str], out: &Path) -> Result<bool> {
     }
     if carry.load_rss_kib.is_some() {
         println!(
-            "{:<9} webhookd peak {} MiB under e2e load, {} MiB idle {:.0}s later; \
+            "{:<13} webhookd peak {} MiB under e2e load, {} MiB idle {:.0}s later; \
              nats-server peak {} MiB, idle {} MiB; baseline server peak {} MiB",
             "memory",
             fmt_opt(mib(carry.load_rss_kib), 1),
@@ -272,10 +346,13 @@ pub async fn run_all(env: &Env, selected: &[&str], out: &Path) -> Result<bool> {
             .iter()
             .map(|(name, s)| format!("{name} {s:.2} ({:.3})", s * 1000.0 / r.n.max(1) as f64))
             .collect();
-        println!("  {:<9} {}", r.name, parts.join(", "));
+        println!("  {:<13} {}", r.name, parts.join(", "));
     }
 
-    let targets = targets(&carry);
+    let compared = compare
+        .zip(compared_carry.isolation_p99_ms)
+        .map(|(c, p)| (c.label.as_str(), p));
+    let targets = targets(&carry, compared);
     println!();
     if env.quick {
         println!("targets: not evaluated in a quick run (small N, debug build); see `just bench`");
@@ -355,6 +432,8 @@ pub async fn run_all(env: &Env, selected: &[&str], out: &Path) -> Result<bool> {
                 "retries_n": env.sizes.retries_n,
                 "fan_in_subscriptions": env.sizes.fanin_subs,
                 "slow_n": env.sizes.slow_n,
+                "isolation_n": env.sizes.iso_n,
+                "isolation_hang_n": env.sizes.iso_hang_n,
                 "max_load_s": env.sizes.max_load.as_secs_f64(),
                 "max_wait_s": env.sizes.max_wait.as_secs_f64(),
                 "idle_wait_s": env.sizes.idle_wait.as_secs_f64(),
@@ -363,6 +442,13 @@ pub async fn run_all(env: &Env, selected: &[&str], out: &Path) -> Result<bool> {
             "delivery_concurrency": env.delivery_concurrency,
             "body_size": scenarios::BODY_SIZE,
             "webhookd_bin": env.webhookd_bin,
+            "webhookd_args": env.webhookd_args,
+            "compare": compare.map(|c| json!({
+                "label": c.label,
+                "scenarios": COMPARED,
+                "webhookd_bin": c.env.webhookd_bin,
+                "webhookd_args": c.env.webhookd_args,
+            })),
             "nats_server_bin": env.nats_bin,
         },
         "scenarios": scenarios_json,
@@ -384,4 +470,13 @@ pub async fn run_all(env: &Env, selected: &[&str], out: &Path) -> Result<bool> {
         .with_context(|| format!("writing {}", out.display()))?;
     println!("results: {}", out.display());
     Ok(failed.is_empty())
+}
+
+/// ` (args: ...)`, or nothing without extra arguments.
+fn args_text(args: &[String]) -> String {
+    if args.is_empty() {
+        String::new()
+    } else {
+        format!(" (args: {})", args.join(" "))
+    }
 }

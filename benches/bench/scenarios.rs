@@ -30,6 +30,15 @@ pub const BODY_SIZE: usize = 500;
 pub const SLOW_DELAY: Duration = Duration::from_millis(200);
 /// Retry delay in the retries scenario.
 pub const RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Answer delay of the isolation scenario's hanging receiver ("hang30"):
+/// longer than webhookd's default delivery timeout (10 s), so every attempt
+/// to it times out.
+pub const HANG_DELAY: Duration = Duration::from_secs(30);
+/// Send rate of the isolation scenario's healthy load: the healthy
+/// subscription's latency, not webhookd's throughput, is measured. At
+/// 2,000 webhooks the load lasts about 13 s, past the first timeouts of the
+/// hanging receiver's attempts (10 s) and so past its circuit opening.
+pub const ISOLATION_RATE: f64 = 150.0;
 
 /// How big each scenario is.
 #[derive(Debug, Clone)]
@@ -39,6 +48,10 @@ pub struct Sizes {
     pub retries_n: usize,
     pub fanin_subs: usize,
     pub slow_n: usize,
+    /// Isolation: webhooks for the healthy subscription (each phase).
+    pub iso_n: usize,
+    /// Isolation: webhooks queued for the hanging receiver.
+    pub iso_hang_n: usize,
     /// Bound on one load run.
     pub max_load: Duration,
     /// Bound on waiting for deliveries.
@@ -58,6 +71,8 @@ impl Sizes {
                 retries_n: 2_000,
                 fanin_subs: 100,
                 slow_n: 600,
+                iso_n: 1_000,
+                iso_hang_n: 300,
                 max_load: Duration::from_secs(60),
                 max_wait: Duration::from_secs(60),
                 stall: Duration::from_secs(20),
@@ -70,6 +85,8 @@ impl Sizes {
                 retries_n: 10_000,
                 fanin_subs: 1_000,
                 slow_n: 8_000,
+                iso_n: 2_000,
+                iso_hang_n: 600,
                 max_load: Duration::from_secs(120),
                 max_wait: Duration::from_secs(180),
                 stall: Duration::from_secs(30),
@@ -83,6 +100,8 @@ impl Sizes {
                 retries_n: base.retries_n.min(n),
                 fanin_subs: base.fanin_subs.min(n),
                 slow_n: base.slow_n.min(n),
+                iso_n: base.iso_n.min(n),
+                iso_hang_n: base.iso_hang_n.min(n),
                 ..base
             },
             None => base,
@@ -91,6 +110,7 @@ impl Sizes {
 }
 
 /// What every scenario needs.
+#[derive(Debug, Clone)]
 pub struct Env {
     pub quick: bool,
     pub sizes: Sizes,
@@ -98,6 +118,9 @@ pub struct Env {
     pub delivery_concurrency: usize,
     pub self_exe: PathBuf,
     pub webhookd_bin: PathBuf,
+    /// Extra arguments for every webhookd started (after the scenario's
+    /// own), e.g. `--scheduler-wait nak`.
+    pub webhookd_args: Vec<String>,
     pub nats_bin: PathBuf,
     /// Temporary data directories go here (on the same disk as a real
     /// deployment's data, not a tmpfs).
@@ -154,6 +177,10 @@ pub struct Carry {
     pub idle_rss_kib: Option<u64>,
     pub nats_load_rss_kib: Option<u64>,
     pub nats_idle_rss_kib: Option<u64>,
+    /// Isolation: the healthy subscription's p99 arrival − send with the
+    /// hanging backlog there, and alone.
+    pub isolation_p99_ms: Option<f64>,
+    pub isolation_alone_p99_ms: Option<f64>,
 }
 
 fn ms(us: Option<u64>) -> Option<f64> {
@@ -249,7 +276,8 @@ impl Webhookd {
                 .nats_server_bin(&env.nats_bin)
                 .args(&["--log", "warn", "--shutdown-timeout", "2s"])
                 .args(&["--delivery-concurrency", &concurrency])
-                .args(extra);
+                .args(extra)
+                .args(&env.webhookd_args);
         process.start().await?;
         let nats_pid = process.nats_pid();
         if nats_pid.is_none() {
@@ -398,6 +426,7 @@ async fn wait_delivered(
     wh: &mut Webhookd,
     rx: &mut Receiver,
     expected: usize,
+    stall: Duration,
 ) -> Result<bool> {
     let started = Instant::now();
     let mut last_seen = (0, Instant::now());
@@ -410,7 +439,7 @@ async fn wait_delivered(
         if arrivals != last_seen.0 {
             last_seen = (arrivals, Instant::now());
         }
-        if last_seen.1.elapsed() > env.sizes.stall || started.elapsed() > env.sizes.max_wait {
+        if last_seen.1.elapsed() > stall || started.elapsed() > env.sizes.max_wait {
             eprintln!(
                 "bench: gave up waiting: {delivered} of {expected} delivered after {:.1}s",
                 started.elapsed().as_secs_f64()
@@ -743,6 +772,11 @@ pub async fn delivery(
     if kind == Kind::Retries {
         extra.push("--retry-schedule".to_string());
         extra.push(format!("{}ms", RETRY_DELAY.as_millis()));
+        // Every first attempt fails, so the circuit breaker would open after
+        // the first five and hold the rest for its cooldown: this scenario
+        // measures the retry path, the `isolation` scenario the breaker.
+        extra.push("--circuit-failures".to_string());
+        extra.push("0".to_string());
     }
     let mut rx = Receiver::start(env, mode, SLOW_DELAY).await?;
     let mut wh = Webhookd::start(env, &extra).await?;
@@ -753,7 +787,7 @@ pub async fn delivery(
     let sampler = Sampler::start(procs.clone());
     let spec = load_spec(env, name, n, rate, ingest_paths(&subs));
     let load = load::run(wh.addr(), &spec).await?;
-    let complete = wait_delivered(env, &mut wh, &mut rx, load.accepted).await?;
+    let complete = wait_delivered(env, &mut wh, &mut rx, load.accepted, s.stall).await?;
     let peaks = sampler.finish(&procs).await;
     let mut idle: HashMap<String, Rss> = HashMap::new();
     if kind == Kind::EndToEnd {
@@ -939,6 +973,165 @@ pub async fn delivery(
             "rss_under_load": peaks_json(&peaks),
             "clean_exit": clean,
             "details": extra_json,
+        }),
+    })
+}
+
+/// Receiver isolation, webhookd at its default settings: a backlog is
+/// queued for a receiver answering only after 30 s ("hang30": its own
+/// process and port, every attempt to it times out), then a healthy
+/// subscription gets a paced load; its arrival − send is compared with the
+/// same load (count, rate, body) sent alone earlier in the same run to the
+/// same webhookd, before the backlog existed (its own receiver and
+/// subscription). The hanging receiver's webhooks are not waited for: it is
+/// stopped first, which fails its held attempts at once, then webhookd
+/// (bounded by the `--shutdown-timeout 2s` every scenario passes).
+pub async fn isolation(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Result<Row> {
+    let name = "isolation";
+    let s = &env.sizes;
+    let (n, hang_n) = (s.iso_n, s.iso_hang_n);
+    let mut alone_rx = Receiver::start(env, Mode::Ok, SLOW_DELAY).await?;
+    let mut rx = Receiver::start(env, Mode::Ok, SLOW_DELAY).await?;
+    let mut hang = Receiver::start(env, Mode::Delay, HANG_DELAY).await?;
+    let mut wh = Webhookd::start(env, &[]).await?;
+    let alone_sub = wh.subscribe(alone_rx.addr, 1).await?;
+    let healthy_sub = wh.subscribe(rx.addr, 1).await?;
+    let hang_sub = wh.subscribe(hang.addr, 1).await?;
+    // Without isolation the backlog holds every worker: nothing arrives
+    // for a delivery timeout (10 s) or a few.
+    let stall = s.stall.max(HANG_DELAY * 2);
+
+    // Phase 1: the healthy load alone.
+    let rate = Some(ISOLATION_RATE);
+    let spec = load_spec(env, "iso-alone", n, rate, ingest_paths(&alone_sub));
+    let alone_load = load::run(wh.addr(), &spec).await?;
+    let alone_complete =
+        wait_delivered(env, &mut wh, &mut alone_rx, alone_load.accepted, stall).await?;
+    let alone = analyze(&alone_load, &alone_rx.records().await?);
+
+    // Phase 2: the backlog, then the same healthy load.
+    let mut procs = wh.procs();
+    procs.push(("receiver".to_string(), rx.pid()));
+    procs.push(("hang30".to_string(), hang.pid()));
+    procs.push(generator());
+    let sampler = Sampler::start(procs.clone());
+    let started = Instant::now();
+    let spec = load_spec(env, "iso-hang", hang_n, None, ingest_paths(&hang_sub));
+    let hang_load = load::run(wh.addr(), &spec).await?;
+    // The backlog is there once the hanging receiver holds attempts
+    // (bounded: 5 s at most).
+    let want = hang_load.accepted.min(32) as u64;
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut held_at_start = 0;
+    while Instant::now() < until {
+        held_at_start = hang.count().await?.0;
+        if held_at_start >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let spec = load_spec(env, name, n, rate, ingest_paths(&healthy_sub));
+    let load = load::run(wh.addr(), &spec).await?;
+    let complete = wait_delivered(env, &mut wh, &mut rx, load.accepted, stall).await?;
+    let window = started.elapsed();
+    let peaks = sampler.finish(&procs).await;
+    let (hang_arrivals, _) = hang.count().await?;
+    let records = rx.records().await?;
+    wh.alive()?;
+    // Its held attempts fail now: webhookd stops without waiting for them.
+    drop(hang);
+    let clean = wh.stop();
+    drop(rx);
+    drop(alone_rx);
+    let db = read_db(wh.db_path());
+    let d = analyze(&load, &records);
+
+    load_checks("isolation (alone)", &alone_load, checks);
+    load_checks("isolation (hang30 backlog)", &hang_load, checks);
+    load_checks(name, &load, checks);
+    for (scenario, complete, d) in [
+        ("isolation (alone)", alone_complete, &alone),
+        (name, complete, &d),
+    ] {
+        checks.push(Check {
+            scenario: scenario.into(),
+            name: "0 lost (healthy subscription)".into(),
+            ok: complete && d.lost == 0,
+            detail: format!("{} of {} accepted delivered", d.delivered, d.accepted),
+        });
+        checks.push(Check {
+            scenario: scenario.into(),
+            name: "one webhook-id per webhook".into(),
+            ok: d.id_mismatch == 0 && d.unexpected == 0,
+            detail: format!(
+                "{} with differing webhook-ids, {} arrivals not sent by this run",
+                d.id_mismatch, d.unexpected
+            ),
+        });
+    }
+    let q = |l: &[u64], p: f64| ms(quantile(l, p)).unwrap_or(f64::NAN);
+    carry.isolation_p99_ms = ms(quantile(&d.lat_us, 0.99));
+    carry.isolation_alone_p99_ms = ms(quantile(&alone.lat_us, 0.99));
+    let note = format!(
+        "p50/p90/p99 {:.1}/{:.1}/{:.1} ms with {} queued for hang30 ({} attempts to it), \
+         {:.1}/{:.1}/{:.1} ms alone; {:.0}/s paced",
+        q(&d.lat_us, 0.5),
+        q(&d.lat_us, 0.9),
+        q(&d.lat_us, 0.99),
+        hang_load.accepted,
+        hang_arrivals,
+        q(&alone.lat_us, 0.5),
+        q(&alone.lat_us, 0.9),
+        q(&alone.lat_us, 0.99),
+        ISOLATION_RATE
+    );
+    let pct = |l: &[u64]| {
+        json!({"p50": ms(quantile(l, 0.5)), "p90": ms(quantile(l, 0.9)),
+               "p99": ms(quantile(l, 0.99)), "max": ms(l.last().copied())})
+    };
+    let cpu_per_s: HashMap<String, f64> = peaks
+        .iter()
+        .map(|(k, p)| (k.clone(), p.cpu_s / window.as_secs_f64().max(1e-9)))
+        .collect();
+    Ok(Row {
+        name: name.into(),
+        n,
+        c: env.concurrency,
+        rate: Some(d.delivered_per_s),
+        rate_unit: "dlv/s",
+        p50: ms(quantile(&d.lat_us, 0.5)),
+        p95: ms(quantile(&d.lat_us, 0.95)),
+        p99: ms(quantile(&d.lat_us, 0.99)),
+        lat_kind: "arrival-send",
+        errors: Some(load.errors() + hang_load.errors()),
+        lost: Some(d.lost),
+        dups: Some(d.duplicates),
+        note,
+        cpu: cpu_of(&peaks, &procs),
+        json: json!({
+            "webhookd_args": env.webhookd_args,
+            "hang_delay_s": HANG_DELAY.as_secs_f64(),
+            "healthy_rate_per_s": ISOLATION_RATE,
+            "healthy": {
+                "load": load_json(&load),
+                "delivery": delivery_json(&d),
+                "arrival_minus_send_ms": pct(&d.lat_us),
+            },
+            "alone": {
+                "load": load_json(&alone_load),
+                "delivery": delivery_json(&alone),
+                "arrival_minus_send_ms": pct(&alone.lat_us),
+            },
+            "hang30": {
+                "load": load_json(&hang_load),
+                "attempts_seen_before_healthy_load": held_at_start,
+                "attempts_seen": hang_arrivals,
+            },
+            "measured_window_s": window.as_secs_f64(),
+            "cpu_s_per_s": cpu_per_s,
+            "attempt_log_outcomes": db.as_ref().ok().map(|c| c.outcomes.clone()),
+            "rss": peaks_json(&peaks),
+            "clean_exit": clean,
         }),
     })
 }
