@@ -135,9 +135,27 @@ pub fn accepted_ids(posts: &[Post]) -> HashSet<String> {
 /// (sent, answered, row not yet committed).
 pub const IN_FLIGHT_WINDOW_US: u64 = 5_000_000;
 
+/// How long after a kill of webhookd the receiver may still read, in full,
+/// a request the killed process wrote before it died (a busy receiver reads
+/// its socket a little late): such an arrival is in flight at the kill too.
+pub const LATE_READ_US: u64 = 250_000;
+
+/// Until when an arrival after the kill at `kill` may be the killed
+/// process's: [`LATE_READ_US`] later, and never past the next start.
+fn late_read_until(kill: u64, starts: &[u64]) -> u64 {
+    let next_start = starts
+        .iter()
+        .copied()
+        .filter(|s| *s > kill)
+        .min()
+        .unwrap_or(u64::MAX);
+    (kill + LATE_READ_US).min(next_start)
+}
+
 /// Fills the common columns of `row` and adds the common checks:
 /// nothing accepted lost; every receiver-seen request has an attempt row
-/// (except attempts in flight at a kill of webhookd).
+/// (except attempts in flight at a kill of webhookd, or written by it just
+/// before and read by the receiver just after).
 pub fn judge(
     row: &mut Row,
     posts: &[Post],
@@ -173,6 +191,11 @@ pub fn judge(
         .filter(|e| e.fault == Fault::Webhookd(Lifecycle::Killed))
         .map(|e| e.at_us)
         .collect();
+    let starts: Vec<u64> = events
+        .iter()
+        .filter(|e| e.fault == Fault::Webhookd(Lifecycle::Started))
+        .map(|e| e.at_us)
+        .collect();
     let mut unexplained = Vec::new();
     for (id, list) in &seen {
         let rows = db.attempts.get(*id).map_or(0, Vec::len);
@@ -183,9 +206,10 @@ pub fn judge(
         let near_kill = list
             .iter()
             .filter(|a| {
-                kills
-                    .iter()
-                    .any(|k| a.at_us <= *k && k - a.at_us <= IN_FLIGHT_WINDOW_US)
+                kills.iter().any(|k| {
+                    (a.at_us <= *k && k - a.at_us <= IN_FLIGHT_WINDOW_US)
+                        || (a.at_us > *k && a.at_us <= late_read_until(*k, &starts))
+                })
             })
             .count();
         let excused = missing.min(near_kill);
@@ -194,10 +218,19 @@ pub fn judge(
             row.missing_rows += missing - excused;
             if unexplained.len() < 5 {
                 let answers: Vec<String> = list.iter().map(|a| format!("{:?}", a.answer)).collect();
+                // Where the first arrival lies against the kills (µs).
+                let since_kill = kills
+                    .iter()
+                    .filter(|k| **k <= list[0].at_us)
+                    .map(|k| list[0].at_us - k)
+                    .min();
                 unexplained.push(format!(
-                    "{id}: seen {} ({}), rows {rows}",
+                    "{id}: seen {} ({}), rows {rows}{}",
                     list.len(),
-                    answers.join(",")
+                    answers.join(","),
+                    since_kill
+                        .map(|us| format!(", first {:.0} ms after a kill", us as f64 / 1e3))
+                        .unwrap_or_default()
                 ));
             }
         }

@@ -10,7 +10,8 @@
 //!    during retries, restarted on the same port after a few seconds;
 //! 3. the same with webhookd's embedded nats-server, which webhookd restarts;
 //! 4. receivers that fail half the requests, or close connections
-//!    mid-response;
+//!    mid-response, or (4c) several that flap between hanging, answering
+//!    500 and healthy while webhooks are posted, then turn healthy;
 //! 5. the SQLite file's file system (a 2 MiB tmpfs) filling up;
 //! 6. SIGTERM mid-burst with a restart, and SIGSTOP past the ack wait.
 //!
@@ -60,6 +61,7 @@ const SCENARIOS: &[&str] = &[
     "embedded-nats-kill9",
     "receiver-fail50",
     "receiver-close",
+    "receiver-flap",
     "disk-full",
     "sigterm",
     "sigstop",
@@ -174,6 +176,7 @@ async fn run_all(env: &Env, selected: &[&str]) -> Vec<Row> {
             "embedded-nats-kill9" => scenarios::nats_kill9(env, true).await,
             "receiver-fail50" => scenarios::bad_receiver(env, Mode::FailHalf).await,
             "receiver-close" => scenarios::bad_receiver(env, Mode::CloseHalf).await,
+            "receiver-flap" => scenarios::receiver_flap(env).await,
             "disk-full" => scenarios::disk_full(env).await,
             "sigterm" => scenarios::sigterm(env).await,
             "sigstop" => scenarios::sigstop(env).await,

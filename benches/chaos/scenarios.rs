@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -15,6 +15,7 @@ use webhookd_harness::load::{now_us, Spec};
 use webhookd_harness::nats::NatsServer;
 use webhookd_harness::process;
 use webhookd_harness::receiver::{first_ok, Answer, Receiver};
+use webhookd_harness::sqlite;
 use webhookd_harness::webhookd::{Lifecycle, Webhookd};
 
 use crate::check::{accepted_ids, check_succeeded, hist_text, judge, statuses_between, Db, Row};
@@ -109,10 +110,28 @@ async fn wait_all_ok(
     limit: Duration,
     row: &mut Row,
 ) -> Result<bool> {
+    wait_all_ok_at(wh, &[rx], accepted, limit, row).await
+}
+
+/// [`wait_all_ok`] with the webhooks spread over several receivers.
+async fn wait_all_ok_at(
+    wh: &mut Webhookd,
+    rxs: &[&Receiver],
+    accepted: &HashSet<String>,
+    limit: Duration,
+    row: &mut Row,
+) -> Result<bool> {
+    let first_ok_all = || {
+        let mut all: HashMap<String, u64> = HashMap::new();
+        for rx in rxs {
+            all.extend(rx.first_ok());
+        }
+        all
+    };
     let started = Instant::now();
     loop {
         wh.ensure_alive()?;
-        let ok = rx.first_ok();
+        let ok = first_ok_all();
         if accepted.iter().all(|id| ok.contains_key(id)) {
             break;
         }
@@ -128,7 +147,7 @@ async fn wait_all_ok(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let delivered_after = started.elapsed();
-    let answered: HashSet<String> = rx.first_ok().into_keys().collect();
+    let answered: HashSet<String> = first_ok_all().into_keys().collect();
     let mut behind = answered.len();
     while started.elapsed() < limit {
         wh.ensure_alive()?;
@@ -140,9 +159,20 @@ async fn wait_all_ok(
     }
     let logged_after = started.elapsed();
     if behind > 0 {
+        let conn = sqlite::read_only(&wh.db)?;
+        let done: HashSet<String> =
+            sqlite::texts(&conn, "SELECT id FROM webhooks WHERE status = 'succeeded'")?
+                .into_iter()
+                .collect();
+        let mut examples = Vec::new();
+        for id in answered.iter().filter(|id| !done.contains(*id)).take(2) {
+            examples.push(format!("{id}: {}", attempts_text(&conn, id)?));
+        }
         row.note(format!(
-            "{behind} webhooks answered 2xx still not `succeeded` in SQLite after {:.0}s",
-            logged_after.as_secs_f64()
+            "{behind} webhooks answered 2xx still not `succeeded` in SQLite after {:.0}s; \
+             e.g. {}",
+            logged_after.as_secs_f64(),
+            examples.join(" | ")
         ));
     } else if logged_after > delivered_after + Duration::from_secs(1) {
         row.note(format!(
@@ -151,8 +181,26 @@ async fn wait_all_ok(
             (logged_after - delivered_after).as_secs_f64()
         ));
     }
-    wait_quiet(rx, Duration::from_secs(1), Duration::from_secs(5)).await;
+    for rx in rxs {
+        wait_quiet(rx, Duration::from_secs(1), Duration::from_secs(5)).await;
+    }
     Ok(true)
+}
+
+/// A webhook's attempt rows, one line: number, outcome, status, time (UTC)
+/// and the start of the error.
+fn attempts_text(conn: &rusqlite::Connection, id: &str) -> Result<String> {
+    let steps = sqlite::texts(
+        conn,
+        &format!(
+            "SELECT attempt_number || ' ' || outcome || ' ' || coalesce(status_code, '-') \
+             || ' at ' || strftime('%H:%M:%f', timestamp / 1000.0, 'unixepoch') || ' ' \
+             || coalesce(substr(error, 1, 60), '') \
+             FROM delivery_attempts WHERE webhook_id = '{}' ORDER BY id",
+            id.replace('\'', "")
+        ),
+    )?;
+    Ok(steps.join("; "))
 }
 
 /// Waits until the receiver saw nothing for `quiet` (at most `limit`).
@@ -321,6 +369,12 @@ pub async fn nats_kill9(env: &Env, embedded: bool) -> Result<Row> {
             "1s",
             "--delivery-timeout",
             "5s",
+            // Every first attempt fails: the circuit breaker would open
+            // after five and end webhooks its cooldown outlasts (their life
+            // is the 3 s schedule); this scenario checks the retries
+            // across the crash, 4c the breaker.
+            "--circuit-failures",
+            "0",
         ],
     )?;
     if let Some(nats) = &nats {
@@ -568,6 +622,10 @@ pub async fn bad_receiver(env: &Env, mode: Mode) -> Result<Row> {
     let rx = receiver::start(mode, env.seed ^ (mode as u64) << 32, Duration::ZERO).await?;
     let schedule = ["100ms", "200ms", "400ms"];
     let max_attempts = schedule.len() + 1;
+    // The circuit breaker would open after five failures in a row (common
+    // at 50 %) and end webhooks whose short life its cooldown outlasts
+    // without sending them: this scenario checks the retry schedule, 4c
+    // the breaker.
     let mut wh = env.webhookd(
         dir.path(),
         &[
@@ -575,6 +633,8 @@ pub async fn bad_receiver(env: &Env, mode: Mode) -> Result<Row> {
             &schedule.join(","),
             "--delivery-timeout",
             "5s",
+            "--circuit-failures",
+            "0",
         ],
     )?;
     wh.start().await?;
@@ -718,6 +778,186 @@ pub async fn bad_receiver(env: &Env, mode: Mode) -> Result<Row> {
     ));
     // In this scenario "delivered" = succeeded (a failed one is not lost).
     row.delivered = succeeded;
+    Ok(row)
+}
+
+// ------------------------------------------------ 4c. flapping receivers
+
+/// How long a flapping receiver's hang lasts before it closes the
+/// connection (webhookd's delivery timeout in the scenario is 500 ms).
+const FLAP_HANG: Duration = Duration::from_secs(2);
+
+/// Several subscriptions whose receivers flap between hanging, answering
+/// 500 and healthy (a new mode every 150-600 ms, from the seed) while
+/// webhooks are posted to all of them; then the receivers turn healthy.
+/// Millisecond retry schedule and circuit cooldowns, so that it ends soon:
+/// every accepted webhook is delivered and `succeeded`, logged as a
+/// success once; a second 2xx for a webhook is a duplicate at-least-once
+/// allows only after an attempt webhookd could not read an answer of
+/// (timeout, connection error), whose 2xx may have reached the receiver.
+pub async fn receiver_flap(env: &Env) -> Result<Row> {
+    let mut row = Row {
+        name: "4c receivers flap hang/500/200".into(),
+        ..Row::default()
+    };
+    let dir = env.tempdir("flap")?;
+    let subs_count = env.pick(5, 3);
+    let flap_for = env.pick(Duration::from_secs(12), Duration::from_secs(5));
+    let epoch: Arc<OnceLock<Instant>> = Arc::default();
+    let mut rng = env.rng(8);
+    let mut rxs = Vec::new();
+    let mut plans = Vec::new();
+    for _ in 0..subs_count {
+        let plan = receiver::flap_plan(
+            &mut rng,
+            flap_for,
+            Duration::from_millis(150),
+            Duration::from_millis(600),
+        );
+        rxs.push(receiver::start_flapping(plan.clone(), epoch.clone(), FLAP_HANG).await?);
+        plans.push(plan);
+    }
+    // Fast first steps, then a second apart: a webhook posted at the start
+    // of the flapping has far more steps than the flapping can use up
+    // (about 5 + flapping/1 s), and a life (the schedule's span, 30 s)
+    // past its end, so neither its attempts nor deferral end it.
+    let mut steps: Vec<String> = ["50ms", "100ms", "200ms", "400ms", "800ms"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    steps.extend(std::iter::repeat_n("1s".to_string(), 28));
+    let schedule = steps.join(",");
+    let mut wh = env.webhookd(
+        dir.path(),
+        &[
+            "--retry-schedule",
+            &schedule,
+            "--delivery-timeout",
+            "500ms",
+            "--circuit-cooldown",
+            "200ms",
+            "--circuit-cooldown-max",
+            "1s",
+        ],
+    )?;
+    wh.start().await?;
+    let mut subs = Vec::new();
+    for rx in &rxs {
+        subs.push(wh.subscribe(&rx.url()).await?);
+    }
+    let n = env.n(6_000, 600);
+    // Posted while the receivers flap: the load spans 80 % of it.
+    let rate = n as f64 / (flap_for.as_secs_f64() * 0.8);
+    let mut spec = env.spec("flap", n, Some(rate), &subs[0]);
+    spec.paths = Arc::new(subs.iter().map(|s| format!("/ingest/{s}")).collect());
+    let flap_start = Instant::now();
+    let _ = epoch.set(flap_start);
+    let load = Load::start(wh.addr, spec);
+    let posts = load.finish(LOAD_LIMIT).await?;
+    let load_end = last_answer_us(&posts);
+    // The flapping ends by itself; the drain is counted from its end.
+    tokio::time::sleep(flap_for.saturating_sub(flap_start.elapsed())).await;
+    let healthy_from = now_us().max(load_end);
+    let accepted = accepted_ids(&posts);
+    let rx_refs: Vec<&Receiver> = rxs.iter().collect();
+    wait_all_ok_at(&mut wh, &rx_refs, &accepted, DELIVERY_LIMIT, &mut row).await?;
+    wh.ensure_alive()?;
+    stop_clean(&mut wh, &mut row)?;
+    let db = Db::read(&wh.db)?;
+    let arrivals: Vec<_> = rxs.iter().flat_map(|rx| rx.received()).collect();
+    judge(
+        &mut row,
+        &posts,
+        &arrivals,
+        &db,
+        &faults::of_webhookd(&wh),
+        healthy_from,
+    );
+    check_succeeded(&mut row, &posts, &db);
+
+    // The receivers did flap: each kind of answer was given.
+    let mut answers: HashMap<String, usize> = HashMap::new();
+    for a in &arrivals {
+        let key = match a.answer {
+            Answer::Status(s) | Answer::Unsent(s) => s.to_string(),
+            Answer::Closed => "hung up".to_string(),
+            other => format!("{other:?}"),
+        };
+        *answers.entry(key).or_default() += 1;
+    }
+    let kinds = ["200", "500", "hung up"];
+    row.check(
+        "the receivers hung, failed and answered",
+        kinds
+            .iter()
+            .all(|k| answers.get(*k).is_some_and(|n| *n > 0)),
+        format!("answers: {}", hist_text(&answers)),
+    );
+    // Duplicates: at most one per attempt webhookd got no answer to.
+    let conn = sqlite::read_only(&wh.db)?;
+    let successes: HashMap<String, i64> = sqlite::pairs(
+        &conn,
+        "SELECT webhook_id, count(*) FROM delivery_attempts WHERE outcome = 'success' \
+         GROUP BY webhook_id",
+    )?
+    .into_iter()
+    .collect();
+    // Sent attempts without an answer read (not the "not sent: " rows of
+    // an open circuit, which have no request behind them).
+    let unanswered: HashMap<String, i64> = sqlite::pairs(
+        &conn,
+        "SELECT webhook_id, count(*) FROM delivery_attempts WHERE outcome != 'success' \
+         AND status_code IS NULL AND coalesce(error, '') NOT LIKE 'not sent: %' \
+         GROUP BY webhook_id",
+    )?
+    .into_iter()
+    .collect();
+    let mut oks: HashMap<&str, i64> = HashMap::new();
+    for a in arrivals.iter().filter(|a| a.answer.ok()) {
+        *oks.entry(a.webhook_id()).or_default() += 1;
+    }
+    let excess: i64 = oks
+        .iter()
+        .map(|(id, n)| (n - 1 - unanswered.get(*id).copied().unwrap_or(0)).max(0))
+        .sum();
+    let not_once = accepted
+        .iter()
+        .filter(|id| successes.get(id.as_str()).copied().unwrap_or(0) != 1)
+        .count();
+    row.check(
+        "no duplicates beyond at-least-once",
+        excess == 0 && not_once == 0,
+        format!(
+            "{} duplicate 2xx, {excess} of them not after an unanswered attempt; {not_once} \
+             accepted webhooks without exactly one success row",
+            row.duplicates
+        ),
+    );
+    let not_sent = sqlite::count(
+        &conn,
+        "SELECT count(*) FROM delivery_attempts WHERE error LIKE 'not sent: %'",
+    )?;
+    // The last webhook delivered, and how it got there.
+    let first_ok_all = first_ok(&arrivals);
+    if let Some((id, at)) = accepted
+        .iter()
+        .filter_map(|id| Some((id, *first_ok_all.get(id)?)))
+        .max_by_key(|(_, at)| *at)
+    {
+        row.note(format!(
+            "last delivered {id}, {:.1}s after the flapping ended; its attempts: {}",
+            at.saturating_sub(healthy_from) as f64 / 1e6,
+            attempts_text(&conn, id)?
+        ));
+    }
+    let stretches: usize = plans.iter().map(Vec::len).sum();
+    row.note(format!(
+        "{subs_count} subscriptions, {stretches} mode changes over {:.0}s (seed-drawn, \
+         150-600 ms each), {n} posted at {rate:.0}/s; answers {}; {not_sent} attempts not sent \
+         (circuit open)",
+        flap_for.as_secs_f64(),
+        hist_text(&answers)
+    ));
     Ok(row)
 }
 
