@@ -88,6 +88,8 @@ async fn a_fresh_file_gets_the_current_schema() {
         "delivery_attempts_subscription_ts",
         "delivery_attempts_ts",
         "webhooks_received_at",
+        "webhooks_subscription_received",
+        "webhooks_status_received",
     ] {
         assert!(
             indexes.iter().any(|i| i == index),

@@ -10,6 +10,7 @@ pub mod ops;
 pub mod response;
 mod status;
 mod subscriptions;
+mod webhooks;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -99,6 +100,7 @@ enum Handler {
     Ingest,
     Status,
     Attempts,
+    ListWebhooks,
 }
 
 /// One route: method, path template (`{name}` matches one segment), who may
@@ -181,6 +183,12 @@ pub const ROUTES: &[Route] = &[
         "/ingest/{subscription_id}",
         Access::Public,
         Handler::Ingest,
+    ),
+    route(
+        Method::GET,
+        "/webhooks",
+        Access::Management,
+        Handler::ListWebhooks,
     ),
     route(
         Method::GET,
@@ -269,6 +277,7 @@ async fn route_request(state: &Arc<AppState>, req: Request<Incoming>) -> Result<
         Handler::Ingest => ingest::ingest(state, &param, req).await,
         Handler::Status => status::webhook_status(state, &param).await,
         Handler::Attempts => status::attempts_tail(state, &req).await,
+        Handler::ListWebhooks => webhooks::list(state, &req).await,
     }
 }
 

@@ -287,6 +287,14 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a repeatable parameter, in order.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// An integer parameter within `min..=max`, or `default` when absent.
     pub fn int(&self, name: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
         match self.get(name) {

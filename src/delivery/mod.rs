@@ -59,6 +59,14 @@ impl InFlight {
         self.0.lock().map(|s| s.contains(&id)).unwrap_or(false)
     }
 
+    /// The webhooks in flight now.
+    pub fn snapshot(&self) -> Vec<WebhookId> {
+        self.0
+            .lock()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     fn insert(&self, id: WebhookId) {
         if let Ok(mut s) = self.0.lock() {
             s.insert(id);

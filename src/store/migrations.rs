@@ -58,6 +58,12 @@ const MIGRATIONS: &[&str] = &[
          CHECK (state IN ('active', 'disabled'));
      ALTER TABLE subscriptions ADD COLUMN disabled_reason TEXT;
      ALTER TABLE subscriptions ADD COLUMN disabled_at INTEGER;",
+    // 3: `GET /webhooks` filters, newest first: each index reads its range
+    // in `received_at DESC, id DESC` order, so a page stops at its limit
+    // without sorting (the unfiltered list uses webhooks_received_at).
+    "CREATE INDEX webhooks_subscription_received
+         ON webhooks(subscription_id, received_at, id);
+     CREATE INDEX webhooks_status_received ON webhooks(status, received_at, id);",
 ];
 
 /// The schema version this build writes.

@@ -8,6 +8,7 @@
 mod migrations;
 pub mod records;
 pub mod subscriptions;
+pub mod webhooks;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
