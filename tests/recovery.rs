@@ -120,7 +120,10 @@ async fn webhookd_restart_on_the_same_data_loses_nothing() {
     let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path(), Some(nats.url()));
-    config.retry_schedule = "1s".parse().unwrap();
+    // Two steps: the scheduler may give the first run's four requests to
+    // two webhooks (a first attempt and a retry each); with one step those
+    // would end `failure` before the restart.
+    config.retry_schedule = "1s,1s".parse().unwrap();
     // Every webhook's first attempt fails on purpose: with the breaker on,
     // those failures in a row would open the circuit and defer webhooks to
     // the end of this one-second schedule. Crash recovery is the subject.
@@ -163,7 +166,7 @@ async fn webhookd_restart_on_the_same_data_loses_nothing() {
 
     healthy.store(true, Ordering::SeqCst);
     let mut config = test_config(dir.path(), Some(nats.url()));
-    config.retry_schedule = "1s".parse().unwrap();
+    config.retry_schedule = "1s,1s".parse().unwrap();
     // Every webhook's first attempt fails on purpose: with the breaker on,
     // those failures in a row would open the circuit and defer webhooks to
     // the end of this one-second schedule. Crash recovery is the subject.
