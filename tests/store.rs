@@ -89,7 +89,8 @@ async fn a_fresh_file_gets_the_current_schema() {
         "delivery_attempts_ts",
         "webhooks_received_at",
         "webhooks_subscription_received",
-        "webhooks_status_received",
+        "webhooks_failed_received",
+        "webhooks_retrying_received",
     ] {
         assert!(
             indexes.iter().any(|i| i == index),

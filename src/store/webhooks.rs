@@ -139,9 +139,16 @@ pub fn list_webhooks_statements(
         .map(|(status, in_flight)| {
             let mut clauses: Vec<&str> = Vec::new();
             let mut values: Vec<SqlValue> = Vec::new();
-            if let Some(status) = status {
-                clauses.push("status = ?");
-                values.push(SqlValue::Text(status.as_str().to_string()));
+            match status {
+                // The partial indexes of these two (migration 3) serve a
+                // query only when it names the same literal.
+                Some(WebhookStatus::Failed) => clauses.push("status = 'failed'"),
+                Some(WebhookStatus::Retrying) => clauses.push("status = 'retrying'"),
+                Some(status) => {
+                    clauses.push("status = ?");
+                    values.push(SqlValue::Text(status.as_str().to_string()));
+                }
+                None => {}
             }
             if let Some(sub) = filter.subscription_id {
                 clauses.push("subscription_id = ?");
@@ -220,10 +227,11 @@ impl Store {
     /// more than `limit` when there is more, so the caller can tell whether
     /// a next page exists.
     ///
-    /// `subscription_id` uses `webhooks_subscription_received`; a status
-    /// `webhooks_status_received` with one query per status (each reads its
-    /// index range in order and stops at the limit), merged here; neither:
-    /// `webhooks_received_at`.
+    /// One query per status, merged here. `subscription_id` uses
+    /// `webhooks_subscription_received`; `failed` and `retrying` their
+    /// partial indexes (each reads its range in order and stops at the
+    /// limit); the rest `webhooks_received_at`, newest first, skipping rows
+    /// of other statuses (the common ones, where a page fills quickly).
     pub async fn list_webhooks(
         &self,
         filter: WebhookFilter,
@@ -281,11 +289,9 @@ mod plan_tests {
         let conn = rusqlite::Connection::open(&path).unwrap();
         let t = from_millis(1_600_000_000_000);
         let sub = Some(SubscriptionId::new());
-        let failed = vec![
-            (WebhookStatus::Failed, InFlightRule::Any),
-            (WebhookStatus::Pending, InFlightRule::Except),
-            (WebhookStatus::Retrying, InFlightRule::Only),
-        ];
+        let failed = vec![(WebhookStatus::Failed, InFlightRule::Any)];
+        let retrying = vec![(WebhookStatus::Retrying, InFlightRule::Except)];
+        let succeeded = vec![(WebhookStatus::Succeeded, InFlightRule::Any)];
         let cases = [
             (
                 "none",
@@ -323,15 +329,33 @@ mod plan_tests {
                 true,
             ),
             (
-                "status",
+                "failed",
                 WebhookFilter {
                     statuses: failed.clone(),
                     until: Some(t),
                     event_type: Some("order.paid".into()),
                     ..Default::default()
                 },
-                "webhooks_status_received",
+                "webhooks_failed_received",
                 true,
+            ),
+            (
+                "retrying, not in flight",
+                WebhookFilter {
+                    statuses: retrying,
+                    ..Default::default()
+                },
+                "webhooks_retrying_received",
+                true,
+            ),
+            (
+                "succeeded",
+                WebhookFilter {
+                    statuses: succeeded,
+                    ..Default::default()
+                },
+                "webhooks_received_at",
+                false,
             ),
             (
                 "subscription and status",
