@@ -278,6 +278,27 @@ impl Query {
         out
     }
 
+    /// The `cursor` of a list, parsed by `parse`; absent or empty: the
+    /// first page. `form` names its shape in the 400 a bad one gets.
+    pub fn cursor<C>(
+        &self,
+        parse: impl FnOnce(&str) -> Option<C>,
+        form: &str,
+    ) -> Result<Option<C>, ApiError> {
+        match self.get("cursor").filter(|c| !c.is_empty()) {
+            None => Ok(None),
+            Some(raw) => parse(raw).map(Some).ok_or_else(|| {
+                ApiError::bad_query(
+                    "cursor",
+                    format!(
+                        "`cursor` must be the one in the `Link: rel=\"next\"` URL of a \
+                         previous page ({form})"
+                    ),
+                )
+            }),
+        }
+    }
+
     /// The last value of a parameter.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs

@@ -63,16 +63,7 @@ pub async fn subscription_attempts(
         SubscriptionId::parse(raw_id).ok_or_else(|| ApiError::bad_id("subscription", raw_id))?;
     let query = Query::of(req);
     let limit = query.int("limit", 20, 1, 1000)? as usize;
-    let before = match query.get("cursor").filter(|c| !c.is_empty()) {
-        Some(raw) => Some(AttemptCursor::parse(raw).ok_or_else(|| {
-            ApiError::bad_query(
-                "cursor",
-                "`cursor` must be the one in the `Link: rel=\"next\"` URL of a previous page \
-                 (`<milliseconds>.<attempt id>`)",
-            )
-        })?),
-        None => None,
-    };
+    let before = query.cursor(AttemptCursor::parse, "`<milliseconds>.<attempt id>`")?;
     if state.store.subscription(id).await?.is_none() {
         return Err(ApiError::not_found(format!("no subscription with id {id}")));
     }

@@ -150,16 +150,7 @@ pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Answer, 
 pub async fn list(state: &AppState, req: &Request<Incoming>) -> Result<Answer, ApiError> {
     let query = Query::of(req);
     let limit = query.int("limit", 50, 1, 500)? as usize;
-    let cursor = match query.get("cursor").filter(|c| !c.is_empty()) {
-        Some(raw) => Some(SubscriptionId::parse(raw).ok_or_else(|| {
-            ApiError::bad_query(
-                "cursor",
-                "`cursor` must be the one in the `Link: rel=\"next\"` URL of a previous page \
-                 (a subscription id)",
-            )
-        })?),
-        None => None,
-    };
+    let cursor = query.cursor(SubscriptionId::parse, "a subscription id")?;
     let mut subs = state.store.list_subscriptions(cursor, limit).await?;
     let next = if subs.len() > limit {
         subs.truncate(limit);

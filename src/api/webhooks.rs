@@ -120,16 +120,7 @@ pub async fn list(state: &AppState, req: &Request<Incoming>) -> Result<Answer, A
     }
     let since = time(&query, "since")?;
     let until = time(&query, "until")?;
-    let before = match query.get("cursor").filter(|c| !c.is_empty()) {
-        Some(raw) => Some(WebhookCursor::parse(raw).ok_or_else(|| {
-            ApiError::bad_query(
-                "cursor",
-                "`cursor` must be the one in the `Link: rel=\"next\"` URL of a previous page \
-                 (`<milliseconds>.<webhook id>`)",
-            )
-        })?),
-        None => None,
-    };
+    let before = query.cursor(WebhookCursor::parse, "`<milliseconds>.<webhook id>`")?;
     let filter = WebhookFilter {
         subscription_id,
         statuses: status_branches(&wanted),
