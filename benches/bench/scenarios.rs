@@ -345,6 +345,32 @@ fn ingest_paths(subs: &[String]) -> Arc<Vec<String>> {
     Arc::new(subs.iter().map(|s| format!("/ingest/{s}")).collect())
 }
 
+/// Every accepted webhook arrived (`lost`: the check's name), each with one
+/// webhook-id, and nothing arrived that this run did not send.
+fn delivered_checks(
+    scenario: &str,
+    lost: &str,
+    complete: bool,
+    d: &Delivery,
+    checks: &mut Vec<Check>,
+) {
+    checks.push(Check {
+        scenario: scenario.into(),
+        name: lost.into(),
+        ok: complete && d.lost == 0,
+        detail: format!("{} of {} accepted delivered", d.delivered, d.accepted),
+    });
+    checks.push(Check {
+        scenario: scenario.into(),
+        name: "one webhook-id per webhook".into(),
+        ok: d.id_mismatch == 0 && d.unexpected == 0,
+        detail: format!(
+            "{} with differing webhook-ids, {} arrivals not sent by this run",
+            d.id_mismatch, d.unexpected
+        ),
+    });
+}
+
 fn load_checks(scenario: &str, load: &LoadResult, checks: &mut Vec<Check>) {
     checks.push(Check {
         scenario: scenario.to_string(),
@@ -806,21 +832,7 @@ pub async fn delivery(
     let d = analyze(&load, &records);
 
     load_checks(name, &load, checks);
-    checks.push(Check {
-        scenario: name.into(),
-        name: "0 lost".into(),
-        ok: complete && d.lost == 0,
-        detail: format!("{} of {} accepted delivered", d.delivered, d.accepted),
-    });
-    checks.push(Check {
-        scenario: name.into(),
-        name: "one webhook-id per webhook".into(),
-        ok: d.id_mismatch == 0 && d.unexpected == 0,
-        detail: format!(
-            "{} with differing webhook-ids, {} arrivals not sent by this run",
-            d.id_mismatch, d.unexpected
-        ),
-    });
+    delivered_checks(name, "0 lost", complete, &d, checks);
     let mut db_json = Value::Null;
     match &db {
         Ok(c) => {
@@ -1053,21 +1065,13 @@ pub async fn isolation(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) ->
         ("isolation (alone)", alone_complete, &alone),
         (name, complete, &d),
     ] {
-        checks.push(Check {
-            scenario: scenario.into(),
-            name: "0 lost (healthy subscription)".into(),
-            ok: complete && d.lost == 0,
-            detail: format!("{} of {} accepted delivered", d.delivered, d.accepted),
-        });
-        checks.push(Check {
-            scenario: scenario.into(),
-            name: "one webhook-id per webhook".into(),
-            ok: d.id_mismatch == 0 && d.unexpected == 0,
-            detail: format!(
-                "{} with differing webhook-ids, {} arrivals not sent by this run",
-                d.id_mismatch, d.unexpected
-            ),
-        });
+        delivered_checks(
+            scenario,
+            "0 lost (healthy subscription)",
+            complete,
+            d,
+            checks,
+        );
     }
     let q = |l: &[u64], p: f64| ms(quantile(l, p)).unwrap_or(f64::NAN);
     carry.isolation_p99_ms = ms(quantile(&d.lat_us, 0.99));
