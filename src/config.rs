@@ -333,8 +333,8 @@ impl Config {
                 "must be at least --delivery-concurrency",
             );
         }
-        if self.retention < Duration::from_secs(60) {
-            return err("--retention", "must be at least 1m");
+        if self.retention < Duration::from_secs(1) {
+            return err("--retention", "must be at least 1s");
         }
         if self.purge_interval.is_zero() {
             return err("--purge-interval", "must be greater than zero");

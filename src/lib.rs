@@ -193,6 +193,7 @@ fn wire(
         max_body: effective_max_body(config.max_body, queue.max_payload()),
         api_token: config.api_token.clone(),
         draining: stop.clone(),
+        retention: config.retention,
     });
     let parts = delivery::Parts {
         queue,

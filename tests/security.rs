@@ -136,6 +136,10 @@ fn body_for(method: &reqwest::Method, template: &str, target: &str) -> Option<Va
         ("POST", "/subscriptions") => Some(json!({"target_url": target})),
         ("PATCH", "/subscriptions/{id}") => Some(json!({"events": ["order.created"]})),
         ("POST", "/ingest/{subscription_id}") => Some(json!({"hello": "world"})),
+        ("POST", "/webhooks/{webhook_id}/redeliver") => None,
+        ("POST", "/subscriptions/{id}/recover") => Some(json!({
+            "since": (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339()
+        })),
         ("GET" | "DELETE" | "HEAD", _) => None,
         (m, t) => panic!("route {m} {t} takes a body this test does not know: add it to body_for"),
     }

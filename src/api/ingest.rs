@@ -93,7 +93,11 @@ async fn accept(
         stream_seq: None,
     };
     if !sub.accepts(meta.event_type.as_deref()) {
-        return record_filtered(state, meta).await;
+        publish(state, meta, head.content_type, body, Kind::Held).await?;
+        return Ok(json(
+            StatusCode::ACCEPTED,
+            &json!({"webhook_id": id, "status": "filtered"}),
+        ));
     }
     let disabled = match &sub.state {
         State::Disabled { reason, .. } => {
@@ -104,7 +108,7 @@ async fn accept(
     let held = disabled
         .as_ref()
         .map(|reason| (meta.clone(), reason.clone()));
-    let duplicate = publish(state, meta, head.content_type, body).await?;
+    let duplicate = publish(state, meta, head.content_type, body, Kind::Deliver).await?;
     if let (Some((meta, reason)), false) = (held, duplicate) {
         // Stored in the stream (a recovery can send it once the subscription
         // is enabled again), but not delivered: its row says why.
@@ -233,56 +237,64 @@ fn check_signature(secret: &Secret, signature: Option<&str>, body: &[u8]) -> Res
     }
 }
 
-/// A webhook whose event type is not subscribed: nothing is queued, so its
-/// row is the only record and must be committed before the answer.
-async fn record_filtered(state: &AppState, meta: WebhookMeta) -> Result<Answer, ApiError> {
-    let id = meta.id;
-    let status = WebhookStatus::Filtered;
-    state.writer.write(Write::Webhook { meta, status }).await?;
-    state.metrics.webhooks_filtered.inc();
-    Ok(json(
-        StatusCode::ACCEPTED,
-        &json!({"webhook_id": id, "status": "filtered"}),
-    ))
+/// Where a webhook goes in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// To the delivery consumer.
+    Deliver,
+    /// Stored for a recovery, not delivered: its event type is filtered.
+    Held,
 }
 
 /// Publishes the webhook and waits for JetStream's ack (503 when NATS is
-/// away, slow or full); queues its pending row unless it is a duplicate.
-/// Returns whether it was one.
+/// away, slow or full); writes its first row unless it is a duplicate: a
+/// pending row queued without waiting, or a filtered row committed before
+/// the answer (no attempt ever repairs that one). Returns whether it was a
+/// duplicate.
 async fn publish(
     state: &AppState,
     mut meta: WebhookMeta,
     content_type: Option<String>,
     body: bytes::Bytes,
+    kind: Kind,
 ) -> Result<bool, ApiError> {
     let id = meta.id;
-    let published = state
-        .queue
-        .publish(Outgoing {
-            id,
-            subscription_id: meta.subscription_id,
-            event_type: meta.event_type.clone(),
-            content_type,
-            received_at: meta.received_at,
-            body,
-        })
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, webhook_id = %id, "webhook not queued");
-            let message = match e {
-                QueueError::PublishTimeout(_) => {
-                    "the queue did not store the webhook in time; it was not accepted".to_string()
-                }
-                other => {
-                    format!("the queue is unavailable; the webhook was not accepted ({other})")
-                }
-            };
-            ApiError::unavailable("queue_unavailable", message, 5)
-        })?;
+    let outgoing = Outgoing {
+        id,
+        subscription_id: meta.subscription_id,
+        event_type: meta.event_type.clone(),
+        content_type,
+        received_at: meta.received_at,
+        body,
+    };
+    let published = match kind {
+        Kind::Deliver => state.queue.publish(outgoing).await,
+        Kind::Held => state.queue.hold(outgoing).await,
+    };
+    let published = published.map_err(|e| {
+        tracing::warn!(error = %e, webhook_id = %id, "webhook not queued");
+        let message = match e {
+            QueueError::PublishTimeout(_) => {
+                "the queue did not store the webhook in time; it was not accepted".to_string()
+            }
+            other => {
+                format!("the queue is unavailable; the webhook was not accepted ({other})")
+            }
+        };
+        ApiError::unavailable("queue_unavailable", message, 5)
+    })?;
     meta.stream_seq = Some(published.sequence);
-    if !published.duplicate {
-        state.metrics.webhooks_accepted.inc();
-        record_pending(state, meta).await;
+    match (kind, published.duplicate) {
+        (_, true) => {}
+        (Kind::Deliver, false) => {
+            state.metrics.webhooks_accepted.inc();
+            record_pending(state, meta).await;
+        }
+        (Kind::Held, false) => {
+            let status = WebhookStatus::Filtered;
+            state.writer.write(Write::Webhook { meta, status }).await?;
+            state.metrics.webhooks_filtered.inc();
+        }
     }
     tracing::debug!(webhook_id = %id, duplicate = published.duplicate, "webhook accepted");
     Ok(published.duplicate)

@@ -7,6 +7,7 @@
 
 mod ingest;
 pub mod ops;
+mod redeliver;
 pub mod response;
 mod status;
 mod subscriptions;
@@ -55,6 +56,9 @@ pub struct AppState {
     pub api_token: Option<String>,
     /// Fired when shutdown begins: ingest answers 503 from then on.
     pub draining: CancellationToken,
+    /// How long payloads stay in the stream: the window a recovery may
+    /// reach back.
+    pub retention: std::time::Duration,
 }
 
 /// Entry point of every request: routes, authenticates, never fails.
@@ -101,6 +105,8 @@ enum Handler {
     Status,
     Attempts,
     ListWebhooks,
+    Redeliver,
+    Recover,
 }
 
 /// One route: method, path template (`{name}` matches one segment), who may
@@ -191,6 +197,18 @@ pub const ROUTES: &[Route] = &[
         Handler::ListWebhooks,
     ),
     route(
+        Method::POST,
+        "/webhooks/{webhook_id}/redeliver",
+        Access::Management,
+        Handler::Redeliver,
+    ),
+    route(
+        Method::POST,
+        "/subscriptions/{id}/recover",
+        Access::Management,
+        Handler::Recover,
+    ),
+    route(
         Method::GET,
         "/status/{webhook_id}",
         Access::Management,
@@ -278,6 +296,8 @@ async fn route_request(state: &Arc<AppState>, req: Request<Incoming>) -> Result<
         Handler::Status => status::webhook_status(state, &param).await,
         Handler::Attempts => status::attempts_tail(state, &req).await,
         Handler::ListWebhooks => webhooks::list(state, &req).await,
+        Handler::Redeliver => redeliver::one(state, &param).await,
+        Handler::Recover => redeliver::recover(state, &param, req).await,
     }
 }
 

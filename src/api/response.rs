@@ -32,6 +32,10 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
     /// Methods the path accepts (405).
     pub allow: Option<String>,
+    /// A value a client acts on, beside `error` at the top level (e.g.
+    /// `oldest_available` of a recovery asked for before the retention).
+    /// Boxed: it is rare, and every `Result<_, ApiError>` carries its size.
+    pub detail: Option<Box<(&'static str, serde_json::Value)>>,
 }
 
 impl ApiError {
@@ -44,6 +48,7 @@ impl ApiError {
             field: None,
             retry_after: None,
             allow: None,
+            detail: None,
         }
     }
 
@@ -86,6 +91,16 @@ impl ApiError {
         e
     }
 
+    /// 409: the resource is not in a state that allows this.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 410: the resource existed and is gone for good.
+    pub fn gone(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, "gone", message)
+    }
+
     /// 503 with a Retry-After.
     pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u32) -> Self {
         let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
@@ -98,6 +113,8 @@ impl ApiError {
         #[derive(Serialize)]
         struct Body<'a> {
             error: Inner<'a>,
+            #[serde(flatten)]
+            detail: Option<serde_json::Map<String, serde_json::Value>>,
         }
         #[derive(Serialize)]
         struct Inner<'a> {
@@ -114,6 +131,12 @@ impl ApiError {
                     message: &self.message,
                     field: self.field.as_deref(),
                 },
+                detail: self.detail.map(|detail| {
+                    let (name, value) = *detail;
+                    let mut map = serde_json::Map::new();
+                    map.insert(name.to_string(), value);
+                    map
+                }),
             },
         );
         if let Some(secs) = self.retry_after {
@@ -232,6 +255,37 @@ pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })
+}
+
+/// The body as a JSON object (422 otherwise).
+pub fn object(
+    value: serde_json::Value,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    match value {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Err(ApiError::validation(
+            "body",
+            "the body must be a JSON object",
+        )),
+    }
+}
+
+/// 422 naming the first field not in `known`.
+pub fn check_keys(
+    fields: &serde_json::Map<String, serde_json::Value>,
+    known: &[&str],
+) -> Result<(), ApiError> {
+    match fields.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::validation(
+            unknown.clone(),
+            format!(
+                "unknown field `{}`; expected {}",
+                truncate(unknown),
+                known.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Query parameters of a request, decoded, and the path they came with.

@@ -46,6 +46,8 @@ pub async fn webhook_status(state: &AppState, raw_id: &str) -> Result<Answer, Ap
             "attempt_count": attempts.len().max(record.attempts as usize),
             "next_retry_at": next_retry_at,
             "last_error": record.last_error,
+            "redeliveries": record.redeliveries,
+            "redelivered_at": record.redelivered_at,
             "attempts": attempts,
         }),
     ))

@@ -10,9 +10,11 @@ use chrono::{DateTime, Utc};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::response::{empty, json, page, parse_json, read_body, Answer, ApiError, Query};
+use super::response::{
+    check_keys, empty, json, object, page, parse_json, read_body, Answer, ApiError, Query,
+};
 use super::AppState;
 use crate::health::HealthView;
 use crate::ids::SubscriptionId;
@@ -268,30 +270,6 @@ fn subscription_state(value: &Value, now: DateTime<Utc>) -> Result<State, ApiErr
 
 fn not_found(id: SubscriptionId) -> ApiError {
     ApiError::not_found(format!("no subscription with id {id}"))
-}
-
-fn object(value: Value) -> Result<Map<String, Value>, ApiError> {
-    match value {
-        Value::Object(map) => Ok(map),
-        _ => Err(ApiError::validation(
-            "body",
-            "the body must be a JSON object",
-        )),
-    }
-}
-
-fn check_keys(fields: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
-    match fields.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(unknown) => Err(ApiError::validation(
-            unknown.clone(),
-            format!(
-                "unknown field `{}`; expected {}",
-                super::response::truncate(unknown),
-                known.join(", ")
-            ),
-        )),
-        None => Ok(()),
-    }
 }
 
 /// `target_url`: an absolute http(s) URL with a host, at most 2048

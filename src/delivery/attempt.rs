@@ -80,16 +80,20 @@ impl Deliverer {
         if let Some(counts) = self.logged.get(p.meta.id) {
             return counts;
         }
-        if p.delivered <= 1 {
+        if p.delivered <= 1 && p.redelivery == 0 {
             return AttemptCounts::default();
         }
-        match self.store.logged_attempts(p.meta.id).await {
+        match self
+            .store
+            .logged_attempts(p.meta.id, p.redelivery, p.attempt_base)
+            .await
+        {
             Ok(counts) => counts,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the attempt count; using JetStream's");
                 let n = p.delivered.saturating_sub(1);
                 AttemptCounts {
-                    logged: n,
+                    logged: p.attempt_base + n,
                     sent: n,
                     settled: false,
                 }
@@ -114,7 +118,7 @@ impl Deliverer {
         let sent = counts.sent + u32::from(matches!(mode, Mode::Send { .. }));
         let response = match mode {
             Mode::Defer { until } => {
-                let end_of_life = p.meta.received_at
+                let end_of_life = p.life_start
                     + chrono::Duration::from_std(self.settings.schedule.span())
                         .unwrap_or(chrono::Duration::MAX);
                 not_sent(started_at, until, end_of_life, &sub)
@@ -376,6 +380,7 @@ fn attempt_row(
         duration_ms: response.duration.as_millis() as u64,
         response_body: response.body,
         next_retry_at,
+        redelivery: p.redelivery,
     })
 }
 
@@ -408,6 +413,13 @@ struct Parsed {
     content_type: Option<String>,
     /// JetStream's delivery count.
     delivered: u32,
+    /// 0 for the original message, n for the n-th redelivery.
+    redelivery: u32,
+    /// Attempts logged before this redelivery (0 for the original).
+    attempt_base: u32,
+    /// Where its life under the retry schedule starts: when it was
+    /// received, or redelivered.
+    life_start: DateTime<Utc>,
 }
 
 impl Parsed {
@@ -419,15 +431,25 @@ impl Parsed {
             subscription_of(msg).ok_or("subject is not webhooks.<subscription id>")?;
         let headers = msg.headers.as_ref().ok_or("no headers")?;
         let header = |name: &str| headers.get(name).map(|v| v.as_str().to_string());
-        let id = header("Nats-Msg-Id")
+        let time = |name: &str| {
+            header(name)
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let number = |name: &str| header(name).and_then(|n| n.parse::<u32>().ok());
+        let id = header(queue::HEADER_WEBHOOK_ID)
+            .or_else(|| header("Nats-Msg-Id"))
             .as_deref()
             .and_then(WebhookId::parse)
             .ok_or("no webhook id in Nats-Msg-Id")?;
-        let received_at = header(queue::HEADER_RECEIVED_AT)
-            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(Utc::now);
+        let received_at = time(queue::HEADER_RECEIVED_AT).unwrap_or_else(Utc::now);
+        let redelivery = number(queue::HEADER_REDELIVERY).unwrap_or(0);
         Ok(Parsed {
+            redelivery,
+            attempt_base: number(queue::HEADER_ATTEMPT_BASE).unwrap_or(0),
+            life_start: time(queue::HEADER_REDELIVERED_AT)
+                .filter(|_| redelivery > 0)
+                .unwrap_or(received_at),
             meta: WebhookMeta {
                 id,
                 subscription_id,

@@ -4,6 +4,13 @@
 //! Ingest publishes each webhook on `webhooks.<subscription_id>` with
 //! `Nats-Msg-Id` = webhook id and answers 202 only after JetStream stored it.
 //! Delivery workers pull from the consumer; retries are NAKs with a delay.
+//! A filtered webhook is stored on `held.<subscription_id>`, which the
+//! consumer does not read: only a recovery sends it.
+//!
+//! A redelivery is a new message on `webhooks.<subscription_id>`: the
+//! stored payload and headers, `Nats-Msg-Id` = `<webhook id>.r<n>` (so two
+//! callers queuing the same redelivery store it once), and headers naming
+//! the webhook, the redelivery and the attempts logged before it.
 
 pub mod embedded;
 
@@ -27,6 +34,21 @@ pub const HEADER_EVENT_TYPE: &str = "Webhookd-Event-Type";
 pub const HEADER_RECEIVED_AT: &str = "Webhookd-Received-At";
 /// Header carrying the sender's content type.
 pub const HEADER_CONTENT_TYPE: &str = "Content-Type";
+/// Header of a redelivery: the webhook's id (its `Nats-Msg-Id` is
+/// `<id>.r<n>`).
+pub const HEADER_WEBHOOK_ID: &str = "Webhookd-Webhook-Id";
+/// Header of a redelivery: which one it is (1, 2, ...).
+pub const HEADER_REDELIVERY: &str = "Webhookd-Redelivery";
+/// Header of a redelivery: attempts logged before it (its attempt numbers
+/// continue from there; its retry schedule starts afresh).
+pub const HEADER_ATTEMPT_BASE: &str = "Webhookd-Attempt-Base";
+/// Header of a redelivery: when it was queued (RFC 3339), the start of its
+/// life under the retry schedule.
+pub const HEADER_REDELIVERED_AT: &str = "Webhookd-Redelivered-At";
+/// Subjects of webhooks to deliver.
+const DELIVER_SUBJECTS: &str = "webhooks.>";
+/// Subjects of webhooks stored but not delivered (filtered).
+const HELD_SUBJECTS: &str = "held.>";
 
 /// What can go wrong with NATS.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +81,15 @@ pub enum QueueError {
     /// JetStream refused the publish (stream full, no responders...).
     #[error("JetStream refused the publish: {0}")]
     Publish(#[source] BoxError),
+    /// A stored message could not be read.
+    #[error("reading stream message {sequence}: {source}")]
+    Read {
+        /// Its stream sequence.
+        sequence: u64,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
     /// The embedded nats-server binary is not there.
     #[error(
         "nats-server not found (looked for `{}`). Install it with `just install-nats` \
@@ -134,6 +165,10 @@ pub struct Outgoing {
     pub body: Bytes,
 }
 
+/// A webhook's message as the stream stores it.
+#[derive(Debug)]
+pub struct StoredMessage(jetstream::message::StreamMessage);
+
 /// What JetStream said about a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
@@ -141,6 +176,21 @@ pub struct Published {
     pub sequence: u64,
     /// The id was seen within the duplicate window: nothing new was stored.
     pub duplicate: bool,
+}
+
+/// Which redelivery of a stored webhook to queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Redelivery {
+    /// The webhook.
+    pub id: WebhookId,
+    /// Its subscription.
+    pub subscription_id: SubscriptionId,
+    /// 1 for the first redelivery.
+    pub number: u32,
+    /// Attempts logged before it.
+    pub attempt_base: u32,
+    /// When it was asked for.
+    pub at: DateTime<Utc>,
 }
 
 /// Connection to NATS and the JetStream context; cheap to clone.
@@ -220,7 +270,7 @@ impl Queue {
         stream::Config {
             name: STREAM.to_string(),
             description: Some("webhooks accepted by webhookd, awaiting delivery".to_string()),
-            subjects: vec!["webhooks.>".to_string()],
+            subjects: vec![DELIVER_SUBJECTS.to_string(), HELD_SUBJECTS.to_string()],
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             discard: stream::DiscardPolicy::New,
@@ -257,6 +307,7 @@ impl Queue {
                 max_deliver: -1,
                 max_ack_pending: self.settings.max_ack_pending,
                 deliver_policy: consumer::DeliverPolicy::All,
+                filter_subject: DELIVER_SUBJECTS.to_string(),
                 ..Default::default()
             })
             .await
@@ -271,9 +322,18 @@ impl Queue {
     /// a disconnect mid-way still has an unknown outcome; senders retry with
     /// an `Idempotency-Key` to stay safe.)
     pub async fn publish(&self, msg: Outgoing) -> Result<Published, QueueError> {
-        if !self.is_connected() {
-            return Err(QueueError::NotConnected);
-        }
+        let subject = format!("webhooks.{}", msg.subscription_id);
+        self.store_webhook(subject, msg).await
+    }
+
+    /// Stores a filtered webhook where the consumer does not read it (on
+    /// `held.<subscription id>`): only a recovery sends it.
+    pub async fn hold(&self, msg: Outgoing) -> Result<Published, QueueError> {
+        let subject = format!("held.{}", msg.subscription_id);
+        self.store_webhook(subject, msg).await
+    }
+
+    async fn store_webhook(&self, subject: String, msg: Outgoing) -> Result<Published, QueueError> {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", msg.id.to_string().as_str());
         headers.insert(
@@ -288,7 +348,73 @@ impl Queue {
         if let Some(ct) = &msg.content_type {
             headers.insert(HEADER_CONTENT_TYPE, ct.as_str());
         }
-        let subject = format!("webhooks.{}", msg.subscription_id);
+        self.send(subject, headers, msg.body).await
+    }
+
+    /// Queues a redelivery of `stored` (the webhook's original message, as
+    /// [`Queue::stored`] read it): its payload and headers byte for byte,
+    /// under the redelivery's id and headers.
+    pub async fn redeliver(
+        &self,
+        stored: &StoredMessage,
+        redelivery: Redelivery,
+    ) -> Result<Published, QueueError> {
+        let mut headers = HeaderMap::new();
+        for name in [HEADER_RECEIVED_AT, HEADER_EVENT_TYPE, HEADER_CONTENT_TYPE] {
+            if let Some(value) = stored.0.headers.get(name) {
+                headers.insert(name, value.as_str());
+            }
+        }
+        let id = redelivery.id.to_string();
+        let msg_id = format!("{id}.r{}", redelivery.number);
+        headers.insert("Nats-Msg-Id", msg_id.as_str());
+        headers.insert(HEADER_WEBHOOK_ID, id.as_str());
+        headers.insert(HEADER_REDELIVERY, redelivery.number.to_string().as_str());
+        headers.insert(
+            HEADER_ATTEMPT_BASE,
+            redelivery.attempt_base.to_string().as_str(),
+        );
+        headers.insert(
+            HEADER_REDELIVERED_AT,
+            redelivery
+                .at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .as_str(),
+        );
+        let subject = format!("webhooks.{}", redelivery.subscription_id);
+        self.send(subject, headers, stored.0.payload.clone()).await
+    }
+
+    /// The message stored at `sequence`, or `None` when it is gone (aged
+    /// out of the retention, or deleted).
+    pub async fn stored(&self, sequence: u64) -> Result<Option<StoredMessage>, QueueError> {
+        let stream = self
+            .js
+            .get_stream_no_info(STREAM)
+            .await
+            .map_err(|e| QueueError::setup(format!("stream {STREAM}"), e))?;
+        match stream.get_raw_message(sequence).await {
+            Ok(msg) => Ok(Some(StoredMessage(msg))),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(QueueError::Read {
+                sequence,
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// Publishes and waits (within the publish timeout) for JetStream's
+    /// ack. Fails at once while the client is disconnected (see
+    /// [`Queue::publish`]).
+    async fn send(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Published, QueueError> {
+        if !self.is_connected() {
+            return Err(QueueError::NotConnected);
+        }
         let timeout = self.settings.publish_timeout;
         let publish = async {
             let ack = self
@@ -297,7 +423,7 @@ impl Queue {
                     subject,
                     jetstream::message::PublishMessage::build()
                         .headers(headers)
-                        .payload(msg.body),
+                        .payload(body),
                 )
                 .await
                 .map_err(|e| QueueError::Publish(e.into()))?;

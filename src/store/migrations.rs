@@ -70,6 +70,13 @@ const MIGRATIONS: &[&str] = &[
          WHERE status = 'failed';
      CREATE INDEX webhooks_retrying_received ON webhooks(received_at, id)
          WHERE status = 'retrying';",
+    // 4: redelivery and recovery. `redeliveries` counts the times the
+    // webhook was queued again (0: only its first delivery); each attempt
+    // says which of them it belongs to. `stream_seq` keeps the original
+    // message, where the payload is read from.
+    "ALTER TABLE webhooks ADD COLUMN redeliveries INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE webhooks ADD COLUMN redelivered_at INTEGER;
+     ALTER TABLE delivery_attempts ADD COLUMN redelivery INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes.

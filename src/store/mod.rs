@@ -7,6 +7,7 @@
 
 mod migrations;
 pub mod records;
+pub mod redeliveries;
 pub mod subscriptions;
 pub mod webhooks;
 pub mod writer;

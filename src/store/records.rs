@@ -150,6 +150,9 @@ pub struct Attempt {
     pub duration_ms: u64,
     /// The first KiB of the receiver's answer.
     pub response_body: Option<String>,
+    /// Which delivery it belongs to: 0 for the original, n for the n-th
+    /// redelivery.
+    pub redelivery: u32,
 }
 
 /// Where a page of a subscription's attempts (newest first) ends: the last
@@ -211,10 +214,14 @@ pub struct WebhookRecord {
     pub next_retry_at: Option<DateTime<Utc>>,
     /// Error of the last attempt, or why it was dropped.
     pub last_error: Option<String>,
+    /// Redeliveries queued so far.
+    pub redeliveries: u32,
+    /// When the last one was queued.
+    pub redelivered_at: Option<DateTime<Utc>>,
 }
 
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, webhook_id, subscription_id, target_url, timestamp, \
-     attempt_number, outcome, status_code, error, duration_ms, response_body";
+     attempt_number, outcome, status_code, error, duration_ms, response_body, redelivery";
 
 fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
     let webhook: String = row.get(1)?;
@@ -232,6 +239,7 @@ fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
         error: row.get(8)?,
         duration_ms: row.get::<_, i64>(9)?.max(0) as u64,
         response_body: row.get(10)?,
+        redelivery: row.get(11)?,
     })
 }
 
@@ -241,7 +249,7 @@ impl Store {
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, subscription_id, event_type, received_at, status, attempts,
-                        next_retry_at, last_error
+                        next_retry_at, last_error, redeliveries, redelivered_at
                  FROM webhooks WHERE id = ?1",
             )?;
             let record = stmt
@@ -258,37 +266,12 @@ impl Store {
                         attempts: row.get(5)?,
                         next_retry_at: row.get::<_, Option<i64>>(6)?.map(from_millis),
                         last_error: row.get(7)?,
+                        redeliveries: row.get(8)?,
+                        redelivered_at: row.get::<_, Option<i64>>(9)?.map(from_millis),
                     })
                 })
                 .optional()?;
             Ok(record)
-        })
-        .await
-    }
-
-    /// How many attempts of a webhook are logged (0 when it has no row).
-    pub async fn logged_attempts(&self, id: WebhookId) -> Result<AttemptCounts, StoreError> {
-        self.call(move |conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT attempts, last_outcome FROM webhooks WHERE id = ?1")?;
-            let row: Option<(u32, Option<String>)> = stmt
-                .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let (logged, last) = row.unwrap_or((0, None));
-            let settled = matches!(last.as_deref(), Some("success" | "failure"));
-            let mut stmt = conn.prepare_cached(
-                "SELECT count(*) FROM delivery_attempts
-                 WHERE webhook_id = ?1 AND NOT (status_code IS NULL AND error LIKE ?2)",
-            )?;
-            let sent: u32 = stmt.query_row(
-                params![id.to_string(), format!("{NOT_SENT_PREFIX}%")],
-                |r| r.get(0),
-            )?;
-            Ok(AttemptCounts {
-                logged,
-                sent,
-                settled,
-            })
         })
         .await
     }

@@ -62,6 +62,9 @@ pub struct AttemptWrite {
     pub response_body: Option<String>,
     /// When the next retry is due, for `FailedAttempt`.
     pub next_retry_at: Option<DateTime<Utc>>,
+    /// Which delivery of the webhook it belongs to: 0 for the original, n
+    /// for the n-th redelivery.
+    pub redelivery: u32,
 }
 
 /// A write the writer understands.
@@ -78,6 +81,17 @@ pub enum Write {
     /// A delivery attempt and the webhook's new summary (shared: a worker
     /// keeps it to retry the write while SQLite refuses it).
     Attempt(Arc<AttemptWrite>),
+    /// A redelivery queued: the webhook turns `pending` under its number,
+    /// unless an attempt of that redelivery (or a later one) is already
+    /// logged.
+    Redelivered {
+        /// The webhook.
+        id: WebhookId,
+        /// The redelivery's number.
+        number: u32,
+        /// When it was queued.
+        at: DateTime<Utc>,
+    },
     /// A webhook dropped without an attempt (its subscription is gone).
     Dropped {
         /// The webhook.
@@ -251,6 +265,7 @@ fn apply(conn: &Connection, write: &Write) -> Result<(), StoreError> {
         Write::Webhook { meta, status } => insert_webhook(conn, meta, *status),
         Write::Attempt(a) => insert_attempt(conn, a),
         Write::Dropped { meta, reason } => mark_dropped(conn, meta, reason),
+        Write::Redelivered { id, number, at } => mark_redelivered(conn, *id, *number, *at),
     }
 }
 
@@ -282,15 +297,16 @@ fn insert_attempt(conn: &Connection, a: &AttemptWrite) -> Result<(), StoreError>
     conn.prepare_cached(
         "INSERT INTO webhooks (id, subscription_id, event_type, received_at, stream_seq,
              status, attempts, last_attempt_at, last_outcome, last_status_code, last_error,
-             next_retry_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             next_retry_at, redeliveries)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT(id) DO UPDATE SET
              status = excluded.status, attempts = excluded.attempts,
              last_attempt_at = excluded.last_attempt_at,
              last_outcome = excluded.last_outcome,
              last_status_code = excluded.last_status_code,
              last_error = excluded.last_error, next_retry_at = excluded.next_retry_at,
-             stream_seq = COALESCE(webhooks.stream_seq, excluded.stream_seq)
+             stream_seq = COALESCE(webhooks.stream_seq, excluded.stream_seq),
+             redeliveries = MAX(webhooks.redeliveries, excluded.redeliveries)
          WHERE excluded.attempts >= webhooks.attempts",
     )?
     .execute(params![
@@ -306,11 +322,13 @@ fn insert_attempt(conn: &Connection, a: &AttemptWrite) -> Result<(), StoreError>
         a.status_code,
         a.error,
         a.next_retry_at.map(to_millis),
+        a.redelivery,
     ])?;
     conn.prepare_cached(
         "INSERT INTO delivery_attempts (webhook_id, subscription_id, target_url, timestamp,
-             attempt_number, outcome, status_code, error, duration_ms, response_body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             attempt_number, outcome, status_code, error, duration_ms, response_body,
+             redelivery)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         m.id.to_string(),
@@ -323,7 +341,24 @@ fn insert_attempt(conn: &Connection, a: &AttemptWrite) -> Result<(), StoreError>
         a.error,
         a.duration_ms as i64,
         a.response_body,
+        a.redelivery,
     ])?;
+    Ok(())
+}
+
+/// A redelivery's claim on its webhook's row.
+fn mark_redelivered(
+    conn: &Connection,
+    id: WebhookId,
+    number: u32,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE webhooks SET redeliveries = ?2, redelivered_at = ?3, status = 'pending',
+             next_retry_at = NULL
+         WHERE id = ?1 AND redeliveries < ?2",
+    )?
+    .execute(params![id.to_string(), number, to_millis(at)])?;
     Ok(())
 }
 
