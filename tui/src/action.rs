@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use ratatui::crossterm::event::KeyEvent;
 
 use crate::api::{
-    ApiError, Attempt, AttemptsPage, NewSubscription, Subscription, SubscriptionPatch,
-    SubscriptionState, WebhookStatus,
+    ApiError, Attempt, AttemptsPage, NewSubscription, RecoverCounts, RecoverError, RecoverRequest,
+    Redelivery, Subscription, SubscriptionPatch, SubscriptionState, WebhookPage, WebhookStatus,
 };
 
 /// Everything that can happen to the app: input, time, and API results.
@@ -79,6 +79,33 @@ pub enum Action {
         /// Answer.
         result: Result<AttemptsPage, ApiError>,
     },
+    /// Answer of a page of `GET /webhooks?status=failed`.
+    FailedLoaded {
+        /// The number of the request (answers to older ones are dropped).
+        seq: u64,
+        /// A next page (appended) rather than the first one (replacing).
+        more: bool,
+        /// Answer.
+        result: Result<WebhookPage, ApiError>,
+    },
+    /// Answer of `POST /webhooks/{id}/redeliver`.
+    WebhookRedelivered {
+        /// Webhook id.
+        id: String,
+        /// Answer.
+        result: Result<Redelivery, ApiError>,
+    },
+    /// Answer of `POST /subscriptions/{id}/recover`.
+    SubscriptionRecovered {
+        /// The number of the request (answers to older ones only flash).
+        seq: u64,
+        /// Subscription id.
+        id: String,
+        /// Whether it was a dry run.
+        dry_run: bool,
+        /// Answer.
+        result: Result<RecoverCounts, RecoverError>,
+    },
     /// Answer of `GET /metrics`.
     MetricsScraped {
         /// When the scrape finished (the time base of rates).
@@ -133,5 +160,32 @@ pub enum Effect {
         after: Option<i64>,
         /// Page size.
         limit: u32,
+    },
+    /// The first page of failed webhooks → [`Action::FailedLoaded`].
+    LoadFailed {
+        /// Request number.
+        seq: u64,
+        /// Only this subscription's.
+        subscription_id: Option<String>,
+        /// Page size.
+        limit: u32,
+    },
+    /// The page at a `rel="next"` link → [`Action::FailedLoaded`].
+    LoadFailedMore {
+        /// Request number.
+        seq: u64,
+        /// The link.
+        next: String,
+    },
+    /// `POST /webhooks/{id}/redeliver` → [`Action::WebhookRedelivered`].
+    Redeliver(String),
+    /// `POST /subscriptions/{id}/recover` → [`Action::SubscriptionRecovered`].
+    Recover {
+        /// Request number.
+        seq: u64,
+        /// Subscription id.
+        id: String,
+        /// The window, statuses and whether to only count.
+        request: RecoverRequest,
     },
 }

@@ -10,16 +10,19 @@
 use std::fmt;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LINK};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+mod paging;
 mod types;
+mod webhooks;
 
 pub use types::{
-    Attempt, AttemptsPage, Circuit, Health, NewSubscription, Outcome, Subscription,
-    SubscriptionPatch, SubscriptionState, WebhookStatus,
+    Attempt, AttemptsPage, Circuit, Health, NewSubscription, Outcome, RecoverCounts, RecoverError,
+    RecoverRequest, RecoverStatus, Redelivery, Subscription, SubscriptionPatch, SubscriptionState,
+    WebhookPage, WebhookStatus, WebhookSummary,
 };
 
 /// How long one request may take before the server is considered unreachable.
@@ -196,13 +199,11 @@ impl Client {
             &[("limit", SUBSCRIPTION_PAGE_SIZE.to_string())],
         )?;
         for _ in 0..MAX_SUBSCRIPTION_PAGES {
-            let (headers, body) = self.send_url(Method::GET, url.clone(), None::<&()>).await?;
-            let page: Vec<Subscription> = decode(&body)?;
+            let (page, next) = self.get_page::<Subscription>(url).await?;
             all.extend(page);
-            match self.next_link(&headers, &url)? {
-                // A link back to the page just read would loop forever.
-                Some(next) if next != url => url = next,
-                _ => return Ok(all),
+            match next {
+                Some(next) => url = next,
+                None => return Ok(all),
             }
         }
         Ok(all)
@@ -307,31 +308,6 @@ impl Client {
         Ok(AttemptsPage { items, next_cursor })
     }
 
-    /// The `rel="next"` target of an answer's `Link` headers, resolved
-    /// against the URL that was asked (webhookd sends a path and query).
-    /// A link to another server is refused: it would get the token.
-    fn next_link(&self, headers: &HeaderMap, asked: &Url) -> Result<Option<Url>, ApiError> {
-        for value in headers.get_all(LINK) {
-            let text = value
-                .to_str()
-                .map_err(|_| ApiError::Decode("a Link header is not ASCII".into()))?;
-            let Some(target) = next_target(text) else {
-                continue;
-            };
-            let next = asked
-                .join(target)
-                .map_err(|e| ApiError::Decode(format!("bad next-page link {target:?}: {e}")))?;
-            if next.origin() != self.base.origin() {
-                return Err(ApiError::Decode(format!(
-                    "the next-page link {next} leaves {}",
-                    self.base
-                )));
-            }
-            return Ok(Some(next));
-        }
-        Ok(None)
-    }
-
     /// `GET /metrics` as Prometheus text. A server without metrics answers
     /// 404, which comes back as [`ApiError::Http`].
     pub async fn metrics_text(&self) -> Result<String, ApiError> {
@@ -392,6 +368,22 @@ impl Client {
         url: Url,
         body: Option<&B>,
     ) -> Result<(HeaderMap, Vec<u8>), ApiError> {
+        let (status, headers, bytes) = self.exchange(method, url, body).await?;
+        if status.is_success() {
+            Ok((headers, bytes))
+        } else {
+            Err(http_error(status, &bytes))
+        }
+    }
+
+    /// Send one request to `url`; return whatever the server answered
+    /// (an error only when there was no answer).
+    async fn exchange<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), ApiError> {
         let mut req = self.http.request(method, url);
         if let Some(body) = body {
             req = req.json(body);
@@ -400,41 +392,8 @@ impl Client {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.map_err(transport_error)?;
-        if status.is_success() {
-            Ok((headers, bytes.to_vec()))
-        } else {
-            Err(http_error(status, &bytes))
-        }
+        Ok((status, headers, bytes.to_vec()))
     }
-}
-
-/// The target of the `rel="next"` link in one `Link` header value
-/// (RFC 8288: `<target>; rel="next"`, several links separated by commas,
-/// `rel` a space-separated list).
-fn next_target(header: &str) -> Option<&str> {
-    let mut rest = header;
-    while let Some(start) = rest.find('<') {
-        let after = &rest[start + 1..];
-        let end = after.find('>')?;
-        let target = &after[..end];
-        let tail = &after[end + 1..];
-        let params = &tail[..tail.find('<').unwrap_or(tail.len())];
-        let is_next = params.split(';').any(|param| {
-            let Some((name, value)) = param.split_once('=') else {
-                return false;
-            };
-            let value = value.trim().trim_end_matches(',').trim().trim_matches('"');
-            name.trim().eq_ignore_ascii_case("rel")
-                && value
-                    .split_whitespace()
-                    .any(|rel| rel.eq_ignore_ascii_case("next"))
-        });
-        if is_next {
-            return Some(target);
-        }
-        rest = tail;
-    }
-    None
 }
 
 /// Decode a JSON body into `T`.
@@ -531,45 +490,6 @@ mod tests {
             c.url(&["healthz"], &[]).unwrap().as_str(),
             "http://127.0.0.1:9/healthz"
         );
-    }
-
-    #[test]
-    fn the_next_link_is_found_among_others() {
-        assert_eq!(
-            next_target(r#"</subscriptions?limit=2&cursor=a>; rel="next""#),
-            Some("/subscriptions?limit=2&cursor=a")
-        );
-        assert_eq!(
-            next_target(r#"</a>; rel="prev", </b?x=1,2>; title="t"; rel="last next""#),
-            Some("/b?x=1,2")
-        );
-        assert_eq!(next_target("</a>; rel=next"), Some("/a"));
-        assert_eq!(next_target(r#"</a>; rel="prev""#), None);
-        assert_eq!(next_target("garbage"), None);
-    }
-
-    #[test]
-    fn a_next_link_to_another_server_is_refused() {
-        let c = Client::new("http://127.0.0.1:9/prefix/", None).unwrap();
-        let asked = c.url(&["subscriptions"], &[]).unwrap();
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            LINK,
-            HeaderValue::from_static("</subscriptions?cursor=a>; rel=\"next\""),
-        );
-        assert_eq!(
-            c.next_link(&headers, &asked).unwrap().unwrap().as_str(),
-            "http://127.0.0.1:9/subscriptions?cursor=a"
-        );
-        headers.insert(
-            LINK,
-            HeaderValue::from_static("<http://evil.example/x>; rel=\"next\""),
-        );
-        assert!(matches!(
-            c.next_link(&headers, &asked),
-            Err(ApiError::Decode(_))
-        ));
-        assert_eq!(c.next_link(&HeaderMap::new(), &asked).unwrap(), None);
     }
 
     #[test]

@@ -16,9 +16,11 @@ use crate::api::{ApiError, Attempt, Outcome};
 use crate::keymap::{self, Cmd, Where};
 use crate::metrics::{Sample, Throughput};
 use crate::screens::confirm::Confirm;
+use crate::screens::failed::FailedList;
 use crate::screens::list::SubscriptionList;
 use crate::screens::live::LiveState;
 use crate::screens::overview::OverviewState;
+use crate::screens::recover::RecoverDialog;
 use crate::screens::{Screen, Tab, View};
 
 /// Ticks (seconds) between health checks while the server is reachable.
@@ -80,6 +82,9 @@ pub struct App {
     /// Recent attempts per subscription id, most recent first.
     pub(crate) recent: HashMap<String, Vec<Attempt>>,
     pub(crate) live: LiveState,
+    pub(crate) failed: FailedList,
+    pub(crate) recover: Option<RecoverDialog>,
+    pub(crate) recover_seq: u64,
     pub(crate) inflight: InFlight,
     should_quit: bool,
 }
@@ -137,6 +142,9 @@ impl App {
             overview: OverviewState::default(),
             recent: HashMap::new(),
             live: LiveState::default(),
+            failed: FailedList::default(),
+            recover: None,
+            recover_seq: 0,
             inflight: InFlight::default(),
             should_quit: false,
         }
@@ -180,6 +188,14 @@ impl App {
             Action::SubscriptionStateSet { state, result, .. } => self.on_state_set(state, result),
             Action::WebhookStatusLoaded { id, result } => self.on_webhook(id, result),
             Action::AttemptsPolled { after, result } => self.on_attempts(after, result),
+            Action::FailedLoaded { seq, more, result } => self.on_failed(seq, more, result),
+            Action::WebhookRedelivered { id, result } => self.on_redelivered(id, result),
+            Action::SubscriptionRecovered {
+                seq,
+                id,
+                dry_run,
+                result,
+            } => self.on_recovered(seq, id, dry_run, result),
             Action::MetricsScraped { at, result } => self.on_metrics(at, result),
         }
     }
@@ -299,8 +315,8 @@ impl App {
         Vec::new()
     }
 
-    /// Where keys are looked up, first match wins: an overlay or a form
-    /// takes every key; otherwise the filter line (while it has focus),
+    /// Where keys are looked up, first match wins: an overlay, a dialog
+    /// or a form takes every key; otherwise the filter line (while it has focus),
     /// the screen, then the keys that work everywhere. The first place is
     /// also the one the footer describes.
     pub fn key_places(&self) -> Vec<Where> {
@@ -309,6 +325,9 @@ impl App {
         }
         if let Some(confirm) = &self.confirm {
             return vec![Where::Dialog(confirm.ask)];
+        }
+        if let Some(recover) = &self.recover {
+            return vec![Where::Recover(recover.stage())];
         }
         let screen = self.screen();
         if screen == Screen::Form {
@@ -336,6 +355,7 @@ impl App {
                 Vec::new()
             }
             Where::Dialog(_) => self.confirm_command(cmd),
+            Where::Recover(_) => self.recover_command(cmd, key),
             Where::FilterLine => {
                 self.filter_command(cmd, key);
                 Vec::new()
@@ -359,11 +379,12 @@ impl App {
         Vec::new()
     }
 
-    fn switch_tab(&mut self, tab: Tab) -> Vec<Effect> {
+    /// Show `tab` (closing the views on top) and load what it shows.
+    pub(crate) fn switch_tab(&mut self, tab: Tab) -> Vec<Effect> {
         self.stack.clear();
         self.tab = tab;
         self.subs.filter_editing = false;
-        Vec::new()
+        self.refresh_front(true)
     }
 }
 
@@ -431,25 +452,33 @@ mod tests {
         assert_eq!(app.screen(), Screen::Subscriptions);
         app.update(key(KeyCode::Tab));
         assert_eq!(app.screen(), Screen::Live);
+        let fx = app.update(key(KeyCode::Tab));
+        assert_eq!(app.screen(), Screen::Failed);
+        assert!(
+            matches!(fx.as_slice(), [Effect::LoadFailed { .. }]),
+            "the Failed screen loads when shown: {fx:?}"
+        );
         app.update(key(KeyCode::Tab));
         assert_eq!(app.screen(), Screen::Overview);
         app.update(key(KeyCode::BackTab));
-        assert_eq!(app.screen(), Screen::Live);
+        assert_eq!(app.screen(), Screen::Failed);
         app.update(ch('1'));
         assert_eq!(app.screen(), Screen::Overview);
         app.update(ch('2'));
         assert_eq!(app.screen(), Screen::Subscriptions);
         app.update(ch('3'));
         assert_eq!(app.screen(), Screen::Live);
+        app.update(ch('4'));
+        assert_eq!(app.screen(), Screen::Failed);
         app.update(ch('?'));
         assert!(app.help_visible());
         app.update(key(KeyCode::Esc));
         assert!(!app.help_visible());
-        app.update(ch('4'));
+        app.update(ch('5'));
         assert!(app.help_visible());
-        app.update(ch('4'));
+        app.update(ch('5'));
         assert!(!app.help_visible());
-        app.update(ch('4'));
+        app.update(ch('5'));
         app.update(ch('q'));
         assert!(app.should_quit());
     }

@@ -14,6 +14,7 @@
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::screens::confirm::Ask;
+use crate::screens::recover::RecoverStage;
 use crate::screens::{Screen, Tab};
 
 mod table;
@@ -63,6 +64,12 @@ pub enum Cmd {
     ToggleDisabled,
     /// Open the webhook's subscription.
     OpenSubscription,
+    /// Deliver the webhook again (asks first).
+    Redeliver,
+    /// Recover the subscription's webhooks of a time window (a dialog).
+    Recover,
+    /// The Failed screen, filtered to the subscription.
+    ShowFailed,
     /// Give the filter line the keyboard.
     Filter,
     /// Leave the filter line, keeping the filter.
@@ -206,8 +213,10 @@ pub enum Where {
     FilterLine,
     /// The help overlay.
     HelpOverlay,
-    /// A y/n dialog (delete, disable, enable).
+    /// A y/n dialog (delete, disable, enable, redeliver).
     Dialog(Ask),
+    /// The recover dialog, at one of its stages.
+    Recover(RecoverStage),
 }
 
 /// The bindings of one place, in the order help and footer list them.
@@ -369,6 +378,7 @@ mod tests {
             Screen::Form,
             Screen::SubscriptionDetail,
             Screen::WebhookDetail,
+            Screen::Failed,
         ] {
             assert!(
                 block(Where::Screen(screen)).is_some(),
@@ -389,6 +399,20 @@ mod tests {
             key_name(Where::Everywhere, Cmd::Show(Tab::Live)).as_deref(),
             Some("3")
         );
+        assert_eq!(
+            key_name(Where::Everywhere, Cmd::Show(Tab::Failed)).as_deref(),
+            Some("4")
+        );
+        let ctrl_l = KeyEvent::new(KeyCode::Char('l'), KeyModifiers::CONTROL);
+        let webhook = Where::Screen(Screen::WebhookDetail);
+        assert_eq!(command(webhook, &ctrl_l), Some(Cmd::Refresh));
+        assert_eq!(command(webhook, &u), None);
+        let r = KeyEvent::new(KeyCode::Char('r'), KeyModifiers::NONE);
+        assert_eq!(command(webhook, &r), Some(Cmd::Redeliver));
+        let shift_r = KeyEvent::new(KeyCode::Char('R'), KeyModifiers::SHIFT);
+        let list = Where::Screen(Screen::Subscriptions);
+        assert_eq!(command(list, &shift_r), Some(Cmd::Recover));
+        assert_eq!(command(list, &r), Some(Cmd::Refresh));
         let hints: Vec<&str> = footer(Where::Screen(Screen::SubscriptionDetail))
             .iter()
             .map(|(_, h)| h.does)
@@ -401,7 +425,7 @@ mod tests {
                 "edit",
                 "delete",
                 "disable",
-                "refresh",
+                "recover",
                 "back",
                 "help",
                 "quit"

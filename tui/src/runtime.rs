@@ -63,6 +63,38 @@ pub async fn execute(effect: Effect, client: &Client) -> Action {
             let result = client.attempts_after(after, limit).await;
             Action::AttemptsPolled { after, result }
         }
+        Effect::LoadFailed {
+            seq,
+            subscription_id,
+            limit,
+        } => {
+            let result = client
+                .list_webhooks(&["failed"], subscription_id.as_deref(), limit)
+                .await;
+            Action::FailedLoaded {
+                seq,
+                more: false,
+                result,
+            }
+        }
+        Effect::LoadFailedMore { seq, next } => Action::FailedLoaded {
+            seq,
+            more: true,
+            result: client.webhooks_at(&next).await,
+        },
+        Effect::Redeliver(id) => {
+            let result = client.redeliver(&id).await;
+            Action::WebhookRedelivered { id, result }
+        }
+        Effect::Recover { seq, id, request } => {
+            let result = client.recover(&id, &request).await;
+            Action::SubscriptionRecovered {
+                seq,
+                id,
+                dry_run: request.dry_run,
+                result,
+            }
+        }
     }
 }
 

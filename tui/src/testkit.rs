@@ -3,7 +3,10 @@
 use chrono::{DateTime, TimeZone, Utc};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::api::{Attempt, AttemptsPage, Health, Outcome, Subscription, SubscriptionState};
+use crate::api::{
+    Attempt, AttemptsPage, Health, Outcome, Subscription, SubscriptionState, WebhookPage,
+    WebhookSummary,
+};
 use crate::app::{Action, App};
 
 pub(crate) fn key(code: KeyCode) -> Action {
@@ -55,6 +58,7 @@ pub(crate) fn attempt(id: i64, sub_id: &str, outcome: Outcome) -> Attempt {
         error: None,
         duration_ms: 12,
         response_body: None,
+        redelivery: 0,
     }
 }
 
@@ -83,4 +87,30 @@ pub(crate) fn page(ids: std::ops::RangeInclusive<i64>) -> AttemptsPage {
         .collect();
     let next_cursor = items.last().map(|a| a.id);
     AttemptsPage { items, next_cursor }
+}
+
+/// Failed webhook `n` of subscription `sub_id`.
+pub(crate) fn failed_webhook(n: u32, sub_id: &str) -> WebhookSummary {
+    WebhookSummary {
+        id: format!("0193a5e{n}-0000-7000-8000-0000000000{n:02}"),
+        subscription_id: sub_id.into(),
+        event_type: Some("order.created".into()),
+        received_at: t0(),
+        status: "failed".into(),
+        attempt_count: 4,
+        last_attempt_at: Some(t0()),
+        last_status_code: Some(500),
+        last_error: Some("receiver answered 500".into()),
+        next_retry_at: None,
+    }
+}
+
+/// A page of failed webhooks `ns`, followed by `next` when given.
+pub(crate) fn failed_page(ns: std::ops::RangeInclusive<u32>, next: Option<&str>) -> WebhookPage {
+    WebhookPage {
+        items: ns
+            .map(|n| failed_webhook(n, &sub(1, "", None).id))
+            .collect(),
+        next: next.map(String::from),
+    }
 }

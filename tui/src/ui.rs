@@ -11,7 +11,7 @@ use ratatui::Frame;
 
 use crate::app::{App, Connection};
 use crate::keymap::{self, Cmd, Where};
-use crate::screens::{self, confirm, list, Tab};
+use crate::screens::{self, confirm, failed, list, recover, Tab};
 use crate::widgets::{popup_area, ACCENT};
 
 /// Draw the whole UI for `app` into `frame`.
@@ -30,6 +30,7 @@ pub fn render(app: &App, frame: &mut Frame) {
     screens::draw(app, frame, body);
     render_status(app, frame, status);
     render_keys(app, frame, keys);
+    recover::draw(app, frame, body);
     confirm::draw(app, frame, body);
     if app.show_help {
         render_help(frame, body);
@@ -148,7 +149,7 @@ fn render_help(frame: &mut Frame, area: Rect) {
     let room = usize::from(area.height.saturating_sub(2));
     let gap = help_split(&sections, true).1 <= room;
     let (split, tallest) = help_split(&sections, gap);
-    let popup = popup_area(area, 92, tallest as u16 + 2);
+    let popup = popup_area(area, 98, tallest as u16 + 2);
     frame.render_widget(Clear, popup);
     let block = Block::bordered()
         .border_type(BorderType::Rounded)
@@ -180,7 +181,7 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect) {
             format!(" Server unreachable: {why}. Retrying every second; data may be stale."),
             Style::new().fg(Color::Red),
         ))
-    } else if let Some(note) = list::filter_note(app) {
+    } else if let Some(note) = list::filter_note(app).or_else(|| failed::filter_note(app)) {
         note
     } else {
         Line::from("")

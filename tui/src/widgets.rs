@@ -125,53 +125,72 @@ pub(crate) fn unreachable_lines(app: &App) -> Option<Vec<Line<'static>>> {
     }
 }
 
+/// Fixed widths of the attempt table's columns; the error fills the rest.
+fn attempt_fixed(with_webhook: bool) -> &'static [u16] {
+    if with_webhook {
+        &[19, 8, 2, 14, 6, 9]
+    } else {
+        &[19, 2, 14, 6, 9]
+    }
+}
+
+/// Width left for the error column of an attempt table in `area`.
+pub(crate) fn attempt_error_width(area: Rect, with_webhook: bool) -> u16 {
+    fill_width(area, attempt_fixed(with_webhook))
+}
+
+/// One attempt as a row of the attempt table.
+pub(crate) fn attempt_row(a: &Attempt, with_webhook: bool, error_width: u16) -> Row<'static> {
+    let mut cells = vec![Cell::from(fmt_time(&a.timestamp))];
+    if with_webhook {
+        cells.push(Cell::from(short_id(&a.webhook_id).to_string()));
+    }
+    cells.extend([
+        Cell::from(a.attempt_number.to_string()),
+        Cell::from(a.outcome.as_str()).style(outcome_style(a.outcome)),
+        Cell::from(opt(&a.status_code)),
+        Cell::from(format!("{} ms", a.duration_ms)),
+        Cell::from(fit(a.error.as_deref().unwrap_or_default(), error_width)),
+    ]);
+    Row::new(cells)
+}
+
+/// An attempt table of `rows` (from [`attempt_row`] and others of the
+/// same columns) in `block`.
+pub(crate) fn attempt_rows_table<'a>(
+    rows: Vec<Row<'a>>,
+    with_webhook: bool,
+    block: Block<'a>,
+) -> Table<'a> {
+    let mut header = vec!["TIME"];
+    if with_webhook {
+        header.push("WEBHOOK");
+    }
+    header.extend(["#", "OUTCOME", "STATUS", "DURATION", "ERROR"]);
+    let mut widths: Vec<Constraint> = attempt_fixed(with_webhook)
+        .iter()
+        .map(|&w| Constraint::Length(w))
+        .collect();
+    widths.push(Constraint::Fill(1));
+    Table::new(rows, widths)
+        .header(Row::new(header).style(Style::new().bold().fg(Color::Gray)))
+        .block(block)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .highlight_symbol("▶ ")
+}
+
 pub(crate) fn attempts_table<'a>(
     attempts: &'a [Attempt],
     with_webhook: bool,
     block: Block<'a>,
     area: Rect,
 ) -> Table<'a> {
-    let fixed: &[u16] = if with_webhook {
-        &[19, 8, 2, 14, 6, 9]
-    } else {
-        &[19, 2, 14, 6, 9]
-    };
-    let error_width = fill_width(area, fixed);
-    let mut header = vec!["TIME"];
-    if with_webhook {
-        header.push("WEBHOOK");
-    }
-    header.extend(["#", "OUTCOME", "STATUS", "DURATION", "ERROR"]);
-    let rows = attempts.iter().map(move |a| {
-        let mut cells = vec![Cell::from(fmt_time(&a.timestamp))];
-        if with_webhook {
-            cells.push(Cell::from(short_id(&a.webhook_id).to_string()));
-        }
-        cells.extend([
-            Cell::from(a.attempt_number.to_string()),
-            Cell::from(a.outcome.as_str()).style(outcome_style(a.outcome)),
-            Cell::from(opt(&a.status_code)),
-            Cell::from(format!("{} ms", a.duration_ms)),
-            Cell::from(fit(a.error.as_deref().unwrap_or_default(), error_width)),
-        ]);
-        Row::new(cells)
-    });
-    let mut widths = vec![Constraint::Length(19)];
-    if with_webhook {
-        widths.push(Constraint::Length(8));
-    }
-    widths.extend([
-        Constraint::Length(2),
-        Constraint::Length(14),
-        Constraint::Length(6),
-        Constraint::Length(9),
-        Constraint::Fill(1),
-    ]);
-    Table::new(rows, widths)
-        .header(Row::new(header).style(Style::new().bold().fg(Color::Gray)))
-        .block(block)
-        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-        .highlight_symbol("▶ ")
+    let error_width = attempt_error_width(area, with_webhook);
+    let rows = attempts
+        .iter()
+        .map(|a| attempt_row(a, with_webhook, error_width))
+        .collect();
+    attempt_rows_table(rows, with_webhook, block)
 }
 
 pub(crate) fn kv(key: &str, value: impl Into<String>) -> Line<'static> {

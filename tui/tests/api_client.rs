@@ -9,7 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use webhookd_tui::api::{
-    ApiError, Circuit, Client, NewSubscription, Outcome, SubscriptionPatch, SubscriptionState,
+    ApiError, Circuit, Client, NewSubscription, Outcome, RecoverCounts, RecoverRequest,
+    RecoverStatus, SubscriptionPatch, SubscriptionState,
 };
 
 /// One request as the fake server saw it.
@@ -81,13 +82,60 @@ fn route(method: &str, target: &str, body: &str) -> (u16, String, Option<String>
                 Some(r#"</attempts?limit=200&after=0>; rel="next""#.into()),
             )
         }
+        ("GET", "/webhooks?status=failed&subscription_id=s1&limit=2") => {
+            return (
+                200,
+                format!("[{},{}]", failed_json("w3"), failed_json("w2")),
+                Some(
+                    r#"</webhooks?status=failed&subscription_id=s1&limit=2&cursor=w2>; rel="next""#
+                        .into(),
+                ),
+            )
+        }
+        ("GET", "/webhooks?status=failed&subscription_id=s1&limit=2&cursor=w2") => {
+            return (200, format!("[{}]", failed_json("w1")), None)
+        }
         (method, target) => route_plain(method, target, body),
     };
     (status, answer, None)
 }
 
+fn failed_json(id: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","subscription_id":"s1","event_type":null,"received_at":"2026-11-29T09:41:03.123Z","status":"failed","attempt_count":4,"last_attempt_at":"2026-11-29T09:41:20.000Z","last_status_code":500,"last_error":"receiver answered 500","next_retry_at":null,"something_new":1}}"#
+    )
+}
+
+/// The answers of the redeliver and recover calls.
+fn route_issue15(method: &str, target: &str, body: &str) -> Option<(u16, String)> {
+    Some(match (method, target) {
+        ("POST", "/webhooks/w1/redeliver") => (
+            202,
+            r#"{"webhook_id":"w1","status":"pending","redelivery":2}"#.into(),
+        ),
+        ("POST", "/webhooks/w2/redeliver") => (
+            409,
+            r#"{"error":{"code":"conflict","message":"the webhook is still retrying"}}"#.into(),
+        ),
+        ("POST", "/subscriptions/s1/recover") if body.contains("2026-11-20") => (
+            422,
+            r#"{"error":{"code":"validation","message":"since is before the retention","field":"since"},"oldest_available":"2026-11-26T09:41:03.123Z"}"#.into(),
+        ),
+        ("POST", "/subscriptions/s1/recover") if body.contains(r#""dry_run":true"#) => {
+            (202, r#"{"matched":3,"queued":0,"unavailable":1}"#.into())
+        }
+        ("POST", "/subscriptions/s1/recover") => {
+            (202, r#"{"matched":3,"queued":2,"unavailable":1}"#.into())
+        }
+        _ => return None,
+    })
+}
+
 /// The answers without a `Link` header.
 fn route_plain(method: &str, target: &str, body: &str) -> (u16, String) {
+    if let Some(answer) = route_issue15(method, target, body) {
+        return answer;
+    }
     let sub_path = "/subscriptions/0193a4c2-0000-7000-8000-000000000001";
     match (method, target) {
         ("GET", "/healthz") => (200, r#"{"status":"ok"}"#.into()),
@@ -311,6 +359,92 @@ async fn client_requests_and_answers() {
             "/subscriptions?limit=100&cursor=c%2B1"
         ],
         "the Link is followed as given, and a link back is not"
+    );
+}
+
+#[tokio::test]
+async fn failed_webhooks_redeliver_and_recover() {
+    let (url, log) = fake_server().await;
+    let client = Client::new(&url, None).unwrap();
+
+    // The failed list, its next page through the Link header.
+    let page = client
+        .list_webhooks(&["failed"], Some("s1"), 2)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page.items.iter().map(|w| w.id.as_str()).collect();
+    assert_eq!(ids, ["w3", "w2"]);
+    assert_eq!(page.items[0].last_status_code, Some(500));
+    let next = page.next.expect("a next page");
+    assert_eq!(
+        next,
+        format!("{url}/webhooks?status=failed&subscription_id=s1&limit=2&cursor=w2")
+    );
+    let page = client.webhooks_at(&next).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.next, None);
+    // A link handed back must stay on this server.
+    assert!(matches!(
+        client.webhooks_at("http://192.0.2.1/webhooks").await,
+        Err(ApiError::Decode(_))
+    ));
+
+    let r = client.redeliver("w1").await.unwrap();
+    assert_eq!((r.redelivery, r.status.as_str()), (2, "pending"));
+    let err = client.redeliver("w2").await.unwrap_err();
+    assert_eq!(err.status(), Some(409));
+    assert!(err.short().contains("the webhook is still retrying"));
+
+    let since = "2026-11-29T08:41:03.123Z".parse().unwrap();
+    let dry = RecoverRequest {
+        since,
+        until: None,
+        status: vec![RecoverStatus::Failed],
+        dry_run: true,
+    };
+    assert_eq!(
+        client.recover("s1", &dry).await.unwrap(),
+        RecoverCounts {
+            matched: 3,
+            queued: 0,
+            unavailable: 1
+        }
+    );
+    let real = RecoverRequest {
+        dry_run: false,
+        ..dry.clone()
+    };
+    assert_eq!(client.recover("s1", &real).await.unwrap().queued, 2);
+    let too_old = RecoverRequest {
+        since: "2026-11-20T00:00:00Z".parse().unwrap(),
+        ..dry
+    };
+    let err = client.recover("s1", &too_old).await.unwrap_err();
+    assert_eq!(err.error.status(), Some(422));
+    assert_eq!(err.error.field(), Some("since"));
+    assert_eq!(
+        err.oldest_available,
+        Some("2026-11-26T09:41:03.123Z".parse().unwrap())
+    );
+
+    let seen = log.lock().unwrap().clone();
+    let recovers: Vec<serde_json::Value> = seen
+        .iter()
+        .filter(|s| s.target == "/subscriptions/s1/recover")
+        .map(|s| serde_json::from_str(&s.body).unwrap())
+        .collect();
+    assert_eq!(
+        recovers[0],
+        serde_json::json!({"since": "2026-11-29T08:41:03.123Z", "status": ["failed"], "dry_run": true})
+    );
+    assert_eq!(recovers[1]["dry_run"], false);
+    let redeliver = seen
+        .iter()
+        .find(|s| s.target == "/webhooks/w1/redeliver")
+        .unwrap();
+    assert_eq!(
+        (redeliver.method.as_str(), redeliver.body.as_str()),
+        ("POST", "")
     );
 }
 

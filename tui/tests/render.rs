@@ -7,7 +7,10 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::KeyCode;
 use ratatui::Terminal;
 
-use webhookd_tui::api::{ApiError, AttemptsPage, Outcome, WebhookStatus};
+use webhookd_tui::api::{
+    ApiError, Attempt, AttemptsPage, Outcome, RecoverCounts, RecoverError, Redelivery,
+    WebhookStatus,
+};
 use webhookd_tui::app::{Action, App};
 use webhookd_tui::ui;
 
@@ -181,6 +184,8 @@ fn webhook_detail() {
             next_retry_at: Some(t0() + Duration::seconds(80)),
             last_error: Some("HTTP 503 Service Unavailable".into()),
             attempts,
+            redeliveries: 0,
+            redelivered_at: None,
         }),
     });
     key(&mut app, KeyCode::Down);
@@ -296,6 +301,191 @@ fn help_overlay() {
 }
 
 #[test]
+fn failed_webhooks() {
+    let mut app = on_failed(loaded(), failed_list(), true);
+    key(&mut app, KeyCode::Down);
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn failed_webhooks_empty() {
+    insta::assert_snapshot!(render(&on_failed(loaded(), vec![], false)));
+}
+
+#[test]
+fn failed_webhooks_of_one_subscription() {
+    // `f` on a subscription of the list opens its failed webhooks.
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('f'));
+    let mut items = failed_list();
+    items.retain(|w| w.subscription_id == SUB_A);
+    answer_failed(&mut app, items, false);
+    insta::assert_snapshot!(render(&app));
+}
+
+/// The Failed screen with the second webhook asked about.
+fn redeliver_asked() -> App {
+    let mut app = on_failed(loaded(), failed_list(), false);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Char('r'));
+    app
+}
+
+#[test]
+fn redeliver_confirmation() {
+    insta::assert_snapshot!(render(&redeliver_asked()));
+}
+
+#[test]
+fn redeliver_queued() {
+    let mut app = redeliver_asked();
+    key(&mut app, KeyCode::Char('y'));
+    app.update(Action::WebhookRedelivered {
+        id: REDELIVERED.into(),
+        result: Ok(Redelivery {
+            webhook_id: REDELIVERED.into(),
+            status: "pending".into(),
+            redelivery: 1,
+        }),
+    });
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn redeliver_refused() {
+    let mut app = redeliver_asked();
+    key(&mut app, KeyCode::Char('y'));
+    app.update(Action::WebhookRedelivered {
+        id: REDELIVERED.into(),
+        result: Err(ApiError::Http {
+            status: 409,
+            code: "conflict".into(),
+            message: "the subscription is disabled; enable it first".into(),
+            field: None,
+        }),
+    });
+    insta::assert_snapshot!(render(&app));
+}
+
+/// The recover dialog of the first subscription, `until` typed.
+fn recover_window() -> App {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('R'));
+    key(&mut app, KeyCode::Tab);
+    typed(&mut app, "15m");
+    app
+}
+
+fn dry_run_answered() -> App {
+    let mut app = recover_window();
+    key(&mut app, KeyCode::Enter);
+    let seq = app.recover_dialog().unwrap().seq;
+    app.update(Action::SubscriptionRecovered {
+        seq,
+        id: SUB_A.into(),
+        dry_run: true,
+        result: Ok(RecoverCounts {
+            matched: 12,
+            queued: 0,
+            unavailable: 1,
+        }),
+    });
+    app
+}
+
+#[test]
+fn recover_dialog() {
+    insta::assert_snapshot!(render(&recover_window()));
+}
+
+#[test]
+fn recover_dry_run_count() {
+    insta::assert_snapshot!(render(&dry_run_answered()));
+}
+
+#[test]
+fn recover_done() {
+    let mut app = dry_run_answered();
+    key(&mut app, KeyCode::Char('y'));
+    let seq = app.recover_dialog().unwrap().seq;
+    app.update(Action::SubscriptionRecovered {
+        seq,
+        id: SUB_A.into(),
+        dry_run: false,
+        result: Ok(RecoverCounts {
+            matched: 12,
+            queued: 11,
+            unavailable: 1,
+        }),
+    });
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn recover_since_before_retention() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('R'));
+    key(&mut app, KeyCode::Backspace);
+    key(&mut app, KeyCode::Backspace);
+    typed(&mut app, "3d");
+    key(&mut app, KeyCode::Enter);
+    let seq = app.recover_dialog().unwrap().seq;
+    app.update(Action::SubscriptionRecovered {
+        seq,
+        id: SUB_A.into(),
+        dry_run: true,
+        result: Err(RecoverError {
+            error: ApiError::Http {
+                status: 422,
+                code: "validation".into(),
+                message: "since is before the stream's retention".into(),
+                field: Some("since".into()),
+            },
+            oldest_available: Some(t0() - Duration::hours(48)),
+        }),
+    });
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn webhook_detail_with_redeliveries() {
+    let mut app = on_failed(loaded(), failed_list(), false);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Enter);
+    let at = |id: i64, n: u32, outcome, secs, redelivery| Attempt {
+        redelivery,
+        ..attempt(id, SUB_A, REDELIVERED, n, outcome, secs)
+    };
+    // Attempt numbers continue across redeliveries, as the server numbers
+    // them.
+    let attempts = vec![
+        at(1, 1, Outcome::FailedAttempt, -420, 0),
+        at(2, 2, Outcome::Failure, -400, 0),
+        at(3, 3, Outcome::Failure, -300, 1),
+        at(5, 4, Outcome::FailedAttempt, -10, 2),
+    ];
+    app.update(Action::WebhookStatusLoaded {
+        id: REDELIVERED.into(),
+        result: Ok(WebhookStatus {
+            webhook_id: REDELIVERED.into(),
+            subscription_id: SUB_A.into(),
+            event_type: Some("order.paid".into()),
+            received_at: t0() - Duration::minutes(7),
+            status: "retrying".into(),
+            attempt_count: 4,
+            next_retry_at: Some(t0() + Duration::seconds(20)),
+            last_error: Some("HTTP 503 Service Unavailable".into()),
+            attempts,
+            redeliveries: 2,
+            redelivered_at: Some(t0() - Duration::seconds(12)),
+        }),
+    });
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Down);
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
 fn tiny_terminals_do_not_panic() {
     let mut states = vec![
         App::new("http://127.0.0.1:8000"),
@@ -325,6 +515,10 @@ fn tiny_terminals_do_not_panic() {
     });
     key(&mut app, KeyCode::Up);
     states.push(app);
+    states.push(on_failed(loaded(), failed_list(), true));
+    states.push(redeliver_asked());
+    states.push(recover_window());
+    states.push(dry_run_answered());
     for app in &states {
         for (w, h) in [(1, 1), (10, 4), (20, 6), (40, 12), (300, 80)] {
             let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();

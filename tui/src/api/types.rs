@@ -5,6 +5,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::ApiError;
+
 /// A webhook subscription as the server returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
@@ -205,6 +207,10 @@ pub struct Attempt {
     /// The first KiB of the target's answer.
     #[serde(default)]
     pub response_body: Option<String>,
+    /// 0 for the original delivery, n for the one after the n-th
+    /// redelivery (servers before redelivery send none: 0).
+    #[serde(default)]
+    pub redelivery: u32,
 }
 
 /// `GET /status/{webhook_id}`: where one webhook stands.
@@ -232,6 +238,13 @@ pub struct WebhookStatus {
     /// Attempts, oldest first.
     #[serde(default)]
     pub attempts: Vec<Attempt>,
+    /// How often it was redelivered (0: never; servers before
+    /// redelivery send none).
+    #[serde(default)]
+    pub redeliveries: u32,
+    /// When it was last redelivered.
+    #[serde(default)]
+    pub redelivered_at: Option<DateTime<Utc>>,
 }
 
 impl WebhookStatus {
@@ -251,6 +264,145 @@ pub struct AttemptsPage {
     /// rel="next"`: the largest id returned, or `after` echoed when nothing
     /// is new; `None` when the answer has no link.
     pub next_cursor: Option<i64>,
+}
+
+/// One item of `GET /webhooks`: a webhook and where its delivery stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSummary {
+    /// The webhook.
+    pub id: String,
+    /// The subscription it is delivered to.
+    pub subscription_id: String,
+    /// Event type given at ingest, if any.
+    #[serde(default)]
+    pub event_type: Option<String>,
+    /// When webhookd accepted it.
+    pub received_at: DateTime<Utc>,
+    /// `pending`, `delivering`, `retrying`, `succeeded`, `failed` or `filtered`.
+    pub status: String,
+    /// Attempts made so far.
+    #[serde(default)]
+    pub attempt_count: u32,
+    /// When the last attempt finished.
+    #[serde(default)]
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// HTTP status of the last attempt, if the target answered.
+    #[serde(default)]
+    pub last_status_code: Option<u16>,
+    /// Error of the last failed attempt.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When the next retry is due, if one is scheduled.
+    #[serde(default)]
+    pub next_retry_at: Option<DateTime<Utc>>,
+}
+
+/// A page of `GET /webhooks`: the JSON array of the answer and the
+/// `rel="next"` target of its `Link` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookPage {
+    /// Webhooks, newest first.
+    pub items: Vec<WebhookSummary>,
+    /// The absolute URL of the next page, `None` on the last one. Opaque:
+    /// pass it back to [`crate::api::Client::webhooks_at`].
+    pub next: Option<String>,
+}
+
+/// Answer of `POST /webhooks/{id}/redeliver` (202).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redelivery {
+    /// The webhook.
+    pub webhook_id: String,
+    /// Its status now (`pending`).
+    #[serde(default)]
+    pub status: String,
+    /// Which redelivery this is: 1 for the first.
+    pub redelivery: u32,
+}
+
+/// A webhook status `POST /subscriptions/{id}/recover` can select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoverStatus {
+    /// Delivery gave up.
+    Failed,
+    /// Delivered.
+    Succeeded,
+    /// Not sent: the subscription does not take its event type.
+    Filtered,
+}
+
+impl RecoverStatus {
+    /// Every status, in the order the dialog lists them.
+    pub const ALL: [RecoverStatus; 3] = [
+        RecoverStatus::Failed,
+        RecoverStatus::Succeeded,
+        RecoverStatus::Filtered,
+    ];
+
+    /// The wire name, used on screen.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecoverStatus::Failed => "failed",
+            RecoverStatus::Succeeded => "succeeded",
+            RecoverStatus::Filtered => "filtered",
+        }
+    }
+
+    /// The status named `name` (case-insensitive).
+    pub fn parse(name: &str) -> Option<RecoverStatus> {
+        RecoverStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(name.trim()))
+    }
+}
+
+/// Body of `POST /subscriptions/{id}/recover`: redeliver the webhooks of
+/// a time window (`dry_run`: only count them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecoverRequest {
+    /// Webhooks received at or after this time.
+    pub since: DateTime<Utc>,
+    /// ... and before this one, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// Their statuses (the server's default is failed only).
+    pub status: Vec<RecoverStatus>,
+    /// Count, do not redeliver.
+    pub dry_run: bool,
+}
+
+/// Answer of `POST /subscriptions/{id}/recover` (202).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RecoverCounts {
+    /// Webhooks in the window with one of the statuses.
+    pub matched: u64,
+    /// Queued for redelivery (0 on a dry run).
+    pub queued: u64,
+    /// Matched, but their payload is no longer in the stream.
+    pub unavailable: u64,
+}
+
+/// Why a recover call failed: the error, and for a `since` before the
+/// retention the oldest time still available (the answer's top-level
+/// `oldest_available`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct RecoverError {
+    /// The error as every call reports it.
+    pub error: ApiError,
+    /// The oldest `since` the server can still recover from, if it said.
+    pub oldest_available: Option<DateTime<Utc>>,
+}
+
+impl From<ApiError> for RecoverError {
+    fn from(error: ApiError) -> RecoverError {
+        RecoverError {
+            error,
+            oldest_available: None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -361,5 +513,44 @@ mod tests {
             serde_json::to_value(&patch).unwrap(),
             serde_json::json!({"state": "disabled"})
         );
+    }
+
+    #[test]
+    fn redelivery_fields_default_to_zero() {
+        let json = r#"{"webhook_id":"w","subscription_id":"s","received_at":"2026-11-29T09:41:03.123Z",
+            "status":"failed","attempt_count":1,"attempts":[{"id":1,"webhook_id":"w",
+            "subscription_id":"s","timestamp":"2026-11-29T09:41:03.123Z","attempt_number":1,
+            "outcome":"failure"}]}"#;
+        let s: WebhookStatus = serde_json::from_str(json).unwrap();
+        assert_eq!((s.redeliveries, s.redelivered_at), (0, None));
+        assert_eq!(s.attempts[0].redelivery, 0);
+        let json = json
+            .replace(r#""attempt_count":1,"#, r#""attempt_count":1,"redeliveries":2,"redelivered_at":"2026-11-29T10:00:00.000Z","#)
+            .replace(r#""outcome":"failure""#, r#""outcome":"failure","redelivery":2"#);
+        let s: WebhookStatus = serde_json::from_str(&json).unwrap();
+        assert_eq!(s.redeliveries, 2);
+        assert!(s.redelivered_at.is_some());
+        assert_eq!(s.attempts[0].redelivery, 2);
+    }
+
+    #[test]
+    fn recover_request_omits_a_missing_until() {
+        let since = "2026-11-29T08:41:03.123Z".parse().unwrap();
+        let req = RecoverRequest {
+            since,
+            until: None,
+            status: vec![RecoverStatus::Failed, RecoverStatus::Filtered],
+            dry_run: true,
+        };
+        assert_eq!(
+            serde_json::to_value(&req).unwrap(),
+            serde_json::json!({"since": "2026-11-29T08:41:03.123Z",
+                "status": ["failed", "filtered"], "dry_run": true})
+        );
+        assert_eq!(
+            RecoverStatus::parse(" Succeeded "),
+            Some(RecoverStatus::Succeeded)
+        );
+        assert_eq!(RecoverStatus::parse("pending"), None);
     }
 }

@@ -5,6 +5,7 @@ use ratatui::crossterm::event::KeyCode;
 
 use super::{Binding, Block, Chord, Cmd, Hint, Where};
 use crate::screens::confirm::Ask;
+use crate::screens::recover::RecoverStage;
 use crate::screens::{Screen, Tab};
 
 const fn bind(keys: &'static str, does: &'static str, map: &'static [(Chord, Cmd)]) -> Binding {
@@ -37,11 +38,11 @@ const END: Chord = Chord::Key(KeyCode::End);
 // Bindings used in more than one block.
 
 const NEXT_TAB: Binding =
-    bind("Tab", "next screen", &[(TAB, Cmd::NextTab)]).hints(&[hint("Tab/1-3", "screens")]);
+    bind("Tab", "next screen", &[(TAB, Cmd::NextTab)]).hints(&[hint("Tab/1-4", "screens")]);
 const HELP: Binding = bind(
-    "? / 4",
+    "? / 5",
     "this help",
-    &[(key('?'), Cmd::Help), (key('4'), Cmd::Help)],
+    &[(key('?'), Cmd::Help), (key('5'), Cmd::Help)],
 )
 .hints(&[hint("?", "help")]);
 const BACK: Binding =
@@ -72,6 +73,19 @@ const TOGGLE_DISABLED: Binding = bind(
 .hints(&[hint("x", "disable")]);
 const REFRESH: Binding =
     bind("r", "refresh", &[(key('r'), Cmd::Refresh)]).hints(&[hint("r", "refresh")]);
+/// Where `r` redelivers, Ctrl-L (the terminal's "redraw") refreshes.
+const CTRL_L_REFRESH: Binding = bind("Ctrl-L", "refresh", &[(Chord::Ctrl('l'), Cmd::Refresh)])
+    .hints(&[hint("Ctrl-L", "refresh")]);
+const REDELIVER: Binding = bind("r", "redeliver (asks y/n)", &[(key('r'), Cmd::Redeliver)])
+    .hints(&[hint("r", "redeliver")]);
+const RECOVER: Binding =
+    bind("R", "recover a time window", &[(key('R'), Cmd::Recover)]).hints(&[hint("R", "recover")]);
+const SHOW_FAILED: Binding = bind(
+    "f",
+    "its failed webhooks (screen 4)",
+    &[(key('f'), Cmd::ShowFailed)],
+)
+.unlisted();
 const ERASE: Binding = bind(
     "Backspace",
     "delete the last character",
@@ -98,12 +112,13 @@ const EVERYWHERE: Block = Block {
     in_help: true,
     bindings: &[
         bind(
-            "1 / 2 / 3",
-            "Overview / Subscriptions / Live",
+            "1 / 2 / 3 / 4",
+            "the screens of the tab bar",
             &[
                 (key('1'), Cmd::Show(Tab::Overview)),
                 (key('2'), Cmd::Show(Tab::Subscriptions)),
                 (key('3'), Cmd::Show(Tab::Live)),
+                (key('4'), Cmd::Show(Tab::Failed)),
             ],
         ),
         NEXT_TAB,
@@ -140,6 +155,8 @@ const SUBSCRIPTIONS: Block = Block {
         bind("e", "edit", &[(key('e'), Cmd::Edit)]).hints(&[hint("e", "edit")]),
         bind("d", "delete (asks y/n)", &[(key('d'), Cmd::Delete)]).hints(&[hint("d", "delete")]),
         TOGGLE_DISABLED,
+        RECOVER,
+        SHOW_FAILED,
         bind("/", "filter url/id/events", &[(key('/'), Cmd::Filter)]).hints(&[hint("/", "filter")]),
         // The list reloads itself; the footer has no room for r.
         REFRESH.hints(&[]),
@@ -158,7 +175,8 @@ const SUBSCRIPTIONS: Block = Block {
         .unlisted(),
         bind("Esc", "clear the filter", &[(ESC, Cmd::ClearFilter)]).unlisted(),
     ],
-    footer_also: &[NEXT_TAB, HELP, QUIT],
+    // The tab bar shows the screens' keys; the footer has no room.
+    footer_also: &[HELP, QUIT],
 };
 
 const FILTER_LINE: Block = Block {
@@ -226,7 +244,8 @@ const SUBSCRIPTION_DETAIL: Block = Block {
     in_help: true,
     bindings: &[
         bind("↑↓", "select attempt", &[(UP, Cmd::Up), (DOWN, Cmd::Down)])
-            .hints(&[hint("↑↓", "select")]),
+            .hints(&[hint("↑↓", "select")])
+            .unlisted(),
         bind("Enter", "open its webhook", &[(ENTER, Cmd::Open)])
             .hints(&[hint("⏎", "open webhook")]),
         bind(
@@ -236,7 +255,10 @@ const SUBSCRIPTION_DETAIL: Block = Block {
         )
         .hints(&[hint("e", "edit"), hint("d", "delete")]),
         TOGGLE_DISABLED,
-        REFRESH,
+        RECOVER,
+        SHOW_FAILED,
+        // It reloads itself every second; neither help nor footer has room.
+        REFRESH.hints(&[]).unlisted(),
         MORE_MOVES,
     ],
     footer_also: &[BACK, HELP, QUIT],
@@ -248,17 +270,51 @@ const WEBHOOK_DETAIL: Block = Block {
     in_help: true,
     bindings: &[
         bind("↑↓", "select attempt", &[(UP, Cmd::Up), (DOWN, Cmd::Down)])
-            .hints(&[hint("↑↓", "select attempt")]),
+            .hints(&[hint("↑↓", "select attempt")])
+            .unlisted(),
+        REDELIVER,
         bind(
             "s",
             "open subscription",
             &[(key('s'), Cmd::OpenSubscription)],
         )
         .hints(&[hint("s", "subscription")]),
-        REFRESH,
+        CTRL_L_REFRESH,
         MORE_MOVES,
     ],
     footer_also: &[BACK, HELP, QUIT],
+};
+
+const FAILED: Block = Block {
+    place: Where::Screen(Screen::Failed),
+    title: "Failed webhooks",
+    in_help: true,
+    bindings: &[
+        LIST_SELECT.unlisted(),
+        bind("Enter", "open webhook", &[(ENTER, Cmd::Open)]).hints(&[hint("⏎", "open")]),
+        REDELIVER,
+        bind(
+            "f / Esc",
+            "next subscription / all",
+            &[(key('f'), Cmd::CycleFilter), (ESC, Cmd::ClearFilter)],
+        )
+        .hints(&[hint("f", "subscription")]),
+        CTRL_L_REFRESH,
+        bind(
+            "PgUp PgDn Home End g G",
+            "page up / down, first, last (loads more)",
+            &[
+                (Chord::Key(KeyCode::PageUp), Cmd::PageUp),
+                (Chord::Key(KeyCode::PageDown), Cmd::PageDown),
+                (HOME, Cmd::Top),
+                (key('g'), Cmd::Top),
+                (END, Cmd::Bottom),
+                (key('G'), Cmd::Bottom),
+            ],
+        )
+        .unlisted(),
+    ],
+    footer_also: &[HELP, QUIT],
 };
 
 const LIVE: Block = Block {
@@ -273,7 +329,9 @@ const LIVE: Block = Block {
         )
         .hints(&[hint("space", "pause (buffers)")]),
         bind("f", "outcome filter", &[(key('f'), Cmd::CycleFilter)]).hints(&[hint("f", "filter")]),
-        bind("↑↓", "select", &[(UP, Cmd::Up), (DOWN, Cmd::Down)]).hints(&[hint("↑↓", "select")]),
+        bind("↑↓", "select", &[(UP, Cmd::Up), (DOWN, Cmd::Down)])
+            .hints(&[hint("↑↓", "select")])
+            .unlisted(),
         bind("Enter", "open webhook", &[(ENTER, Cmd::Open)]).hints(&[hint("⏎", "open")]),
         bind(
             "End / Esc",
@@ -302,12 +360,12 @@ const HELP_OVERLAY: Block = Block {
     in_help: false,
     bindings: &[
         bind(
-            "Esc / ? / 4 / Enter",
+            "Esc / ? / 5 / Enter",
             "close the help",
             &[
                 (ESC, Cmd::CloseHelp),
                 (key('?'), Cmd::CloseHelp),
-                (key('4'), Cmd::CloseHelp),
+                (key('5'), Cmd::CloseHelp),
                 (ENTER, Cmd::CloseHelp),
             ],
         )
@@ -363,18 +421,112 @@ const ENABLE_DIALOG: Block = dialog(
     ],
 );
 
-/// Every key binding of the UI, block by block.
+const REDELIVER_DIALOG: Block = dialog(
+    Ask::Redeliver,
+    "Redeliver confirmation",
+    &[
+        bind("y", "redeliver", YES).hints(&[hint("y", "redeliver")]),
+        bind("n / Esc", "do not redeliver", NO).hints(&[hint("n/Esc", "cancel")]),
+    ],
+);
+
+/// A block of the recover dialog (which takes every key, like a form).
+const fn recover(stage: RecoverStage, title: &'static str, bindings: &'static [Binding]) -> Block {
+    Block {
+        place: Where::Recover(stage),
+        title,
+        in_help: false,
+        bindings,
+        footer_also: &[FORCE_QUIT],
+    }
+}
+
+const RECOVER_WINDOW: Block = recover(
+    RecoverStage::Edit,
+    "Recover dialog",
+    &[
+        bind(
+            "Tab ↓ / ⇧Tab ↑",
+            "next / previous field",
+            &[
+                (TAB, Cmd::NextField),
+                (DOWN, Cmd::NextField),
+                (BACKTAB, Cmd::PrevField),
+                (UP, Cmd::PrevField),
+            ],
+        )
+        .hints(&[hint("Tab/↑↓", "field")]),
+        bind(
+            "Enter",
+            "count the matching webhooks (dry run)",
+            &[(ENTER, Cmd::Save)],
+        )
+        .hints(&[hint("⏎", "count")]),
+        bind(
+            "Ctrl-U",
+            "clear field",
+            &[(Chord::Ctrl('u'), Cmd::ClearField)],
+        )
+        .hints(&[hint("Ctrl-U", "clear")]),
+        bind("Esc", "cancel", &[(ESC, Cmd::Cancel)]).hints(&[hint("Esc", "cancel")]),
+        bind(
+            "type",
+            "edit the focused field",
+            &[(Chord::Text, Cmd::Type)],
+        ),
+        ERASE,
+    ],
+);
+
+const RECOVER_CONFIRM: Block = recover(
+    RecoverStage::Confirm,
+    "Recover confirmation",
+    &[
+        bind(
+            "y / Enter",
+            "redeliver them",
+            &[
+                (key('y'), Cmd::Confirm),
+                (key('Y'), Cmd::Confirm),
+                (ENTER, Cmd::Confirm),
+            ],
+        )
+        .hints(&[hint("y", "recover")]),
+        bind("e", "change the window", &[(key('e'), Cmd::Edit)]).hints(&[hint("e", "change")]),
+        bind("n / Esc", "cancel", NO).hints(&[hint("n/Esc", "cancel")]),
+    ],
+);
+
+const RECOVER_DONE: Block = recover(
+    RecoverStage::Done,
+    "Recover result",
+    &[bind(
+        "Enter / Esc",
+        "close",
+        &[(ENTER, Cmd::Cancel), (ESC, Cmd::Cancel)],
+    )
+    .hints(&[hint("⏎/Esc", "close")])],
+);
+
+/// Every key binding of the UI, block by block. The help overlay lists
+/// them in two columns: the screens that watch (overview, live tail,
+/// failed webhooks), then the subscriptions and what opens from them.
 pub static KEYMAP: &[Block] = &[
     EVERYWHERE,
     OVERVIEW,
+    LIVE,
+    FAILED,
     SUBSCRIPTIONS,
     FILTER_LINE,
     FORM,
     SUBSCRIPTION_DETAIL,
     WEBHOOK_DETAIL,
-    LIVE,
     HELP_OVERLAY,
     DELETE_DIALOG,
     DISABLE_DIALOG,
     ENABLE_DIALOG,
+    REDELIVER_DIALOG,
+    RECOVER_WINDOW,
+    RECOVER_CONFIRM,
+    RECOVER_DONE,
 ];

@@ -1,6 +1,7 @@
 //! The y/n questions before deleting, disabling or enabling a
-//! subscription: asked from the list, the detail screen and the overview,
-//! answered with the keys of the dialog's key table block.
+//! subscription (asked from the list, the detail screen and the overview)
+//! and before redelivering a webhook (from the Failed list and the webhook
+//! detail), answered with the keys of the dialog's key table block.
 
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style};
@@ -9,7 +10,7 @@ use ratatui::widgets::{Block, BorderType, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::View;
-use crate::api::{ApiError, Subscription, SubscriptionState};
+use crate::api::{ApiError, Redelivery, Subscription, SubscriptionState};
 use crate::app::{short_id, App, Effect};
 use crate::keymap::{self, Cmd, Where};
 use crate::widgets::popup_area;
@@ -23,6 +24,8 @@ pub enum Ask {
     Disable,
     /// Deliver to it again.
     Enable,
+    /// Deliver a webhook again.
+    Redeliver,
 }
 
 impl Ask {
@@ -32,6 +35,15 @@ impl Ask {
             Ask::Delete => "Delete",
             Ask::Disable => "Disable",
             Ask::Enable => "Enable",
+            Ask::Redeliver => "Redeliver",
+        }
+    }
+
+    /// What it is asked about.
+    fn noun(self) -> &'static str {
+        match self {
+            Ask::Redeliver => "webhook",
+            Ask::Delete | Ask::Disable | Ask::Enable => "subscription",
         }
     }
 
@@ -41,6 +53,7 @@ impl Ask {
             Ask::Delete => Color::Red,
             Ask::Disable => Color::Yellow,
             Ask::Enable => Color::Green,
+            Ask::Redeliver => Color::Yellow,
         }
     }
 
@@ -50,6 +63,7 @@ impl Ask {
             Ask::Delete => "Deleting",
             Ask::Disable => "Disabling",
             Ask::Enable => "Enabling",
+            Ask::Redeliver => "Redelivering",
         }
     }
 
@@ -62,18 +76,24 @@ impl Ask {
                 " webhooks fail as \"not sent: subscription disabled\".",
             ],
             Ask::Enable => &[" Deliveries resume, with the circuit closed."],
+            Ask::Redeliver => &[
+                " It is queued and delivered again, with a new retry",
+                " schedule; its earlier attempts stay in its timeline.",
+            ],
         }
     }
 }
 
-/// A pending question about one subscription.
+/// A pending question about one subscription or webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Confirm {
     /// What is asked.
     pub ask: Ask,
-    /// Subscription id.
+    /// Subscription id (webhook id for [`Ask::Redeliver`]).
     pub id: String,
-    /// Its URL, to make sure the operator picks the right one.
+    /// Where it goes (a webhook: its subscription's URL, or the
+    /// subscription id when the URL is not known), to make sure the
+    /// operator picks the right one.
     pub target_url: String,
 }
 
@@ -88,6 +108,19 @@ impl App {
             ask,
             id: sub.id.clone(),
             target_url: sub.target_url.clone(),
+        });
+    }
+
+    /// Ask to redeliver webhook `id` of subscription `subscription_id`.
+    pub(crate) fn ask_redeliver(&mut self, id: &str, subscription_id: &str) {
+        let target = match self.subs.items.iter().find(|s| s.id == subscription_id) {
+            Some(sub) => sub.target_url.clone(),
+            None => format!("subscription {}", short_id(subscription_id)),
+        };
+        self.confirm = Some(Confirm {
+            ask: Ask::Redeliver,
+            id: id.to_string(),
+            target_url: target,
         });
     }
 
@@ -119,6 +152,7 @@ impl App {
                         id: confirm.id,
                         state: SubscriptionState::Active,
                     },
+                    Ask::Redeliver => Effect::Redeliver(confirm.id),
                 };
                 return vec![effect];
             }
@@ -172,6 +206,42 @@ impl App {
     }
 }
 
+impl App {
+    /// The answer to a redelivery: "redelivery n queued" (the webhook
+    /// leaves the Failed list, its detail polls again), or the server's
+    /// reason (not found, not final yet, subscription disabled, payload
+    /// aged out).
+    pub(crate) fn on_redelivered(
+        &mut self,
+        id: String,
+        result: Result<Redelivery, ApiError>,
+    ) -> Vec<Effect> {
+        self.note(&result);
+        match result {
+            Ok(r) => {
+                self.set_flash(
+                    format!(
+                        "Redelivery {} queued for webhook {}",
+                        r.redelivery,
+                        short_id(&id)
+                    ),
+                    false,
+                );
+                self.forget_failed(&id);
+                let open = self
+                    .stack
+                    .iter()
+                    .any(|v| matches!(v, View::WebhookDetail(w) if w.id == id));
+                if open {
+                    return self.load_webhook(&id).into_iter().collect();
+                }
+            }
+            Err(e) => self.set_flash(format!("Redeliver failed: {}", e.short()), true),
+        }
+        Vec::new()
+    }
+}
+
 /// Draw the pending question, if any, over `area`.
 pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let Some(Confirm {
@@ -186,7 +256,7 @@ pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let consequence = ask.consequence();
     let popup = popup_area(area, 64, 6 + consequence.len() as u16);
     frame.render_widget(Clear, popup);
-    let title = format!(" {} subscription? ", ask.verb());
+    let title = format!(" {} {}? ", ask.verb(), ask.noun());
     let block = Block::bordered()
         .border_type(BorderType::Double)
         .border_style(Style::new().fg(colour))
@@ -209,7 +279,7 @@ pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
 
 /// The answers of a dialog as buttons, from its key table block: the one
 /// that confirms in `colour`.
-fn dialog_keys(place: Where, colour: Color) -> Vec<Span<'static>> {
+pub(crate) fn dialog_keys(place: Where, colour: Color) -> Vec<Span<'static>> {
     let mut spans = Vec::new();
     for b in keymap::block(place).map_or(&[][..], |block| block.bindings) {
         let confirms = b.map.iter().any(|&(_, cmd)| cmd == Cmd::Confirm);

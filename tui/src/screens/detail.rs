@@ -174,6 +174,15 @@ impl App {
                     self.ask_toggle(&sub);
                 }
             }
+            Cmd::Recover => {
+                if let Some(sub) = d.sub.clone() {
+                    self.open_recover(&sub);
+                }
+            }
+            Cmd::ShowFailed => {
+                let id = d.id.clone();
+                return self.show_failed(Some(id));
+            }
             _ => {}
         }
         Vec::new()

@@ -227,6 +227,16 @@ impl App {
                     self.ask_toggle(&sub);
                 }
             }
+            Cmd::Recover => {
+                if let Some(sub) = self.selected_subscription().cloned() {
+                    self.open_recover(&sub);
+                }
+            }
+            Cmd::ShowFailed => {
+                if let Some(id) = self.selected_subscription().map(|s| s.id.clone()) {
+                    return self.show_failed(Some(id));
+                }
+            }
             Cmd::Open => {
                 if let Some(sub) = self.selected_subscription().cloned() {
                     return self.open_detail(sub.id.clone(), Some(sub));

@@ -22,10 +22,12 @@ use webhook::WebhookView;
 
 pub mod confirm;
 pub mod detail;
+pub mod failed;
 pub mod form;
 pub mod list;
 pub mod live;
 pub mod overview;
+pub mod recover;
 pub mod webhook;
 
 /// The top-level screens reachable with Tab and the number keys.
@@ -37,11 +39,13 @@ pub enum Tab {
     Subscriptions,
     /// Live delivery tail (key 3).
     Live,
+    /// Failed webhooks across subscriptions (key 4).
+    Failed,
 }
 
 impl Tab {
     /// Every tab, in the order of the tab bar.
-    pub const ALL: [Tab; 3] = [Tab::Overview, Tab::Subscriptions, Tab::Live];
+    pub const ALL: [Tab; 4] = [Tab::Overview, Tab::Subscriptions, Tab::Live, Tab::Failed];
 
     fn position(self) -> usize {
         Tab::ALL.iter().position(|&t| t == self).unwrap_or(0)
@@ -63,6 +67,7 @@ impl Tab {
             Tab::Overview => "Overview",
             Tab::Subscriptions => "Subscriptions",
             Tab::Live => "Live deliveries",
+            Tab::Failed => "Failed webhooks",
         }
     }
 
@@ -72,6 +77,7 @@ impl Tab {
             Tab::Overview => "Overview",
             Tab::Subscriptions => "Subscriptions",
             Tab::Live => "Live",
+            Tab::Failed => "Failed",
         }
     }
 }
@@ -85,6 +91,8 @@ pub enum Screen {
     Subscriptions,
     /// Live tail.
     Live,
+    /// Failed webhooks.
+    Failed,
     /// New / edit subscription form.
     Form,
     /// One subscription and its attempts.
@@ -148,6 +156,7 @@ impl App {
                 Tab::Overview => Screen::Overview,
                 Tab::Subscriptions => Screen::Subscriptions,
                 Tab::Live => Screen::Live,
+                Tab::Failed => Screen::Failed,
             },
         }
     }
@@ -158,6 +167,7 @@ impl App {
         match self.screen() {
             Screen::SubscriptionDetail => self.refresh_detail(full),
             Screen::WebhookDetail => self.refresh_webhook(full),
+            Screen::Failed => self.refresh_failed(full),
             Screen::Overview | Screen::Subscriptions | Screen::Live | Screen::Form => Vec::new(),
         }
     }
@@ -176,6 +186,7 @@ impl App {
             Screen::Form => self.form_command(cmd, key),
             Screen::SubscriptionDetail => self.detail_command(cmd),
             Screen::WebhookDetail => self.webhook_command(cmd),
+            Screen::Failed => self.failed_command(cmd),
         }
     }
 }
@@ -185,6 +196,7 @@ impl App {
 pub(crate) fn footer_words(app: &App, place: Where, cmd: Cmd) -> Option<String> {
     match (place, cmd) {
         (Where::Screen(Screen::Live), _) => live::footer_words(app, cmd),
+        (Where::Screen(Screen::Failed), _) => failed::footer_words(app, cmd),
         // x enables what is disabled.
         (Where::Screen(screen), Cmd::ToggleDisabled) => app
             .toggle_target(screen)
@@ -216,6 +228,7 @@ pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
             Tab::Overview => overview::draw(app, frame, area),
             Tab::Subscriptions => list::draw(app, frame, area),
             Tab::Live => live::draw(app, frame, area),
+            Tab::Failed => failed::draw(app, frame, area),
         },
     }
 }
@@ -224,6 +237,9 @@ pub(crate) fn draw(app: &App, frame: &mut Frame, area: Rect) {
 pub(crate) fn breadcrumb(app: &App) -> String {
     let mut parts = vec![app.tab.crumb().to_string()];
     parts.extend(app.stack.iter().map(View::crumb));
+    if let Some(d) = &app.recover {
+        parts.push(format!("recover {}", short_id(&d.id)));
+    }
     if app.show_help {
         parts.push("help".to_string());
     }

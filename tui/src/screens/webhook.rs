@@ -1,5 +1,6 @@
-//! One webhook: its status, next retry and attempt timeline, polled until
-//! it can no longer change.
+//! One webhook: its status, next retry, redeliveries and attempt
+//! timeline (a separator before the first attempt of each redelivery),
+//! polled until it can no longer change; `r` redelivers it.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
@@ -8,11 +9,14 @@ use ratatui::widgets::TableState;
 use ratatui::Frame;
 
 use super::{select_row, View};
-use crate::api::{ApiError, WebhookStatus};
+use ratatui::widgets::{Cell, Row};
+
+use crate::api::{ApiError, Attempt, WebhookStatus};
 use crate::app::{short_id, App, Effect};
 use crate::keymap::Cmd;
 use crate::widgets::{
-    attempts_table, fmt_relative, fmt_time, kv, message, opt, panel, unreachable_lines,
+    attempt_error_width, attempt_row, attempt_rows_table, fmt_relative, fmt_time, kv, message, opt,
+    panel, unreachable_lines, ACCENT,
 };
 
 /// State of the webhook detail screen.
@@ -94,6 +98,11 @@ impl App {
         }
         match cmd {
             Cmd::Refresh => return self.refresh_front(true),
+            Cmd::Redeliver => {
+                let id = w.id.clone();
+                let sub = w.status.as_ref().map(|s| s.subscription_id.clone());
+                self.ask_redeliver(&id, sub.as_deref().unwrap_or("?"));
+            }
             Cmd::OpenSubscription => {
                 if let Some(status) = &w.status {
                     let id = status.subscription_id.clone();
@@ -104,6 +113,84 @@ impl App {
             _ => {}
         }
         Vec::new()
+    }
+}
+
+/// A row of the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimelineRow {
+    /// The attempt at this index of the status's attempts.
+    Attempt(usize),
+    /// The line before the first attempt of redelivery n.
+    Redelivery(u32),
+    /// Redelivery n is queued and has no attempt yet.
+    Queued(u32),
+}
+
+/// The timeline of `status`: its attempts, oldest first, with a separator
+/// before the first attempt of each redelivery, and a last line for a
+/// redelivery that has no attempt yet.
+pub fn timeline(status: &WebhookStatus) -> Vec<TimelineRow> {
+    let mut rows = Vec::with_capacity(status.attempts.len() + 2);
+    let mut current = 0;
+    for (i, a) in status.attempts.iter().enumerate() {
+        if a.redelivery != current {
+            current = a.redelivery;
+            rows.push(TimelineRow::Redelivery(current));
+        }
+        rows.push(TimelineRow::Attempt(i));
+    }
+    if status.redeliveries > current {
+        rows.push(TimelineRow::Queued(status.redeliveries));
+    }
+    rows
+}
+
+fn separator(text: String) -> Row<'static> {
+    Row::new([Cell::from(text)]).style(Style::new().fg(ACCENT).bold())
+}
+
+/// The timeline table's rows, and the row of the `selected` attempt.
+fn timeline_rows(
+    status: &WebhookStatus,
+    selected: usize,
+    error_width: u16,
+) -> (Vec<Row<'static>>, usize) {
+    let mut at = 0;
+    let rows = timeline(status)
+        .into_iter()
+        .enumerate()
+        .map(|(row, r)| match r {
+            TimelineRow::Attempt(i) => {
+                if i == selected {
+                    at = row;
+                }
+                attempt_row(&status.attempts[i], false, error_width)
+            }
+            TimelineRow::Redelivery(n) => separator(format!("── redelivery {n} ──")),
+            TimelineRow::Queued(n) => Row::new([
+                Cell::from(format!("── redelivery {n} ──")),
+                Cell::from(""),
+                Cell::from("queued, no attempt yet"),
+            ])
+            .style(Style::new().fg(ACCENT).bold()),
+        })
+        .collect();
+    (rows, at)
+}
+
+fn redeliveries_text(status: &WebhookStatus) -> String {
+    match (status.redeliveries, &status.redelivered_at) {
+        (0, _) => "0".to_string(),
+        (n, Some(t)) => format!("{n} · last {}", fmt_time(t)),
+        (n, None) => n.to_string(),
+    }
+}
+
+fn attempt_title(a: &Attempt) -> String {
+    match a.redelivery {
+        0 => format!(" Attempt {} ", a.attempt_number),
+        n => format!(" Attempt {} · redelivery {n} ", a.attempt_number),
     }
 }
 
@@ -135,7 +222,7 @@ pub(crate) fn draw(app: &App, w: &WebhookView, frame: &mut Frame, area: Rect) {
         return;
     };
     let [top, middle, bottom] = Layout::vertical([
-        Constraint::Length(10),
+        Constraint::Length(11),
         Constraint::Min(4),
         Constraint::Length(6),
     ])
@@ -166,6 +253,7 @@ pub(crate) fn draw(app: &App, w: &WebhookView, frame: &mut Frame, area: Rect) {
             Span::raw(format!("  after {} attempt(s)", status.attempt_count)),
         ]),
         kv("Next retry", next_retry),
+        kv("Redeliveries", redeliveries_text(status)),
         Line::from(vec![
             Span::styled(
                 format!("  {:<14}", "Last error"),
@@ -187,12 +275,10 @@ pub(crate) fn draw(app: &App, w: &WebhookView, frame: &mut Frame, area: Rect) {
     if status.attempts.is_empty() {
         message(frame, middle, block, vec![Line::from("  No attempts yet.")]);
     } else {
-        let mut state = TableState::default().with_selected(Some(w.selected));
-        frame.render_stateful_widget(
-            attempts_table(&status.attempts, false, block, middle),
-            middle,
-            &mut state,
-        );
+        let error_width = attempt_error_width(middle, false);
+        let (rows, at) = timeline_rows(status, w.selected, error_width);
+        let mut state = TableState::default().with_selected(Some(at));
+        frame.render_stateful_widget(attempt_rows_table(rows, false, block), middle, &mut state);
     }
 
     let selected = status.attempts.get(w.selected);
@@ -210,7 +296,7 @@ pub(crate) fn draw(app: &App, w: &WebhookView, frame: &mut Frame, area: Rect) {
         ],
     };
     let title = match selected {
-        Some(a) => format!(" Attempt {} ", a.attempt_number),
+        Some(a) => attempt_title(a),
         None => " Attempt ".to_string(),
     };
     message(frame, bottom, panel(title), lines);
@@ -245,6 +331,8 @@ mod tests {
             next_retry_at: Some(t0()),
             last_error: None,
             attempts: vec![],
+            redeliveries: 0,
+            redelivered_at: None,
         };
         app.update(Action::WebhookStatusLoaded {
             id: wid.clone(),
@@ -260,5 +348,93 @@ mod tests {
         });
         let fx = app.update(Action::Tick { now: t0() });
         assert!(!fx.contains(&Effect::LoadWebhookStatus(wid)));
+    }
+
+    fn with_redeliveries(redeliveries: u32, of: &[u32]) -> WebhookStatus {
+        let attempts = of
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| Attempt {
+                redelivery: r,
+                ..attempt(i as i64 + 1, "s", Outcome::Failure)
+            })
+            .collect();
+        WebhookStatus {
+            webhook_id: "w".into(),
+            subscription_id: "s".into(),
+            event_type: None,
+            received_at: t0(),
+            status: "failed".into(),
+            attempt_count: of.len() as u32,
+            next_retry_at: None,
+            last_error: None,
+            attempts,
+            redeliveries,
+            redelivered_at: None,
+        }
+    }
+
+    #[test]
+    fn the_timeline_marks_each_redelivery() {
+        use TimelineRow::*;
+        assert_eq!(
+            timeline(&with_redeliveries(0, &[0, 0])),
+            [Attempt(0), Attempt(1)]
+        );
+        assert_eq!(
+            timeline(&with_redeliveries(2, &[0, 0, 1, 2, 2])),
+            [
+                Attempt(0),
+                Attempt(1),
+                Redelivery(1),
+                Attempt(2),
+                Redelivery(2),
+                Attempt(3),
+                Attempt(4)
+            ]
+        );
+        // Queued, no attempt yet; and older attempts already pruned.
+        assert_eq!(
+            timeline(&with_redeliveries(3, &[2])),
+            [Redelivery(2), Attempt(0), Queued(3)]
+        );
+        assert_eq!(timeline(&with_redeliveries(1, &[])), [Queued(1)]);
+    }
+
+    #[test]
+    fn r_redelivers_the_webhook_in_front_and_polls_it_again() {
+        let mut app = loaded_app();
+        app.update(ch('3'));
+        app.update(Action::AttemptsPolled {
+            after: None,
+            result: Ok(page(1..=1)),
+        });
+        app.update(key(KeyCode::Up));
+        app.update(key(KeyCode::Enter));
+        let wid = attempt(1, "", Outcome::Success).webhook_id;
+        let mut status = with_redeliveries(0, &[0]);
+        status.webhook_id = wid.clone();
+        app.update(Action::WebhookStatusLoaded {
+            id: wid.clone(),
+            result: Ok(status),
+        });
+        assert!(!app
+            .update(Action::Tick { now: t0() })
+            .contains(&Effect::LoadWebhookStatus(wid.clone())));
+        app.update(ch('r'));
+        assert_eq!(app.update(ch('y')), vec![Effect::Redeliver(wid.clone())]);
+        let fx = app.update(Action::WebhookRedelivered {
+            id: wid.clone(),
+            result: Ok(crate::api::Redelivery {
+                webhook_id: wid.clone(),
+                status: "pending".into(),
+                redelivery: 1,
+            }),
+        });
+        assert_eq!(fx, vec![Effect::LoadWebhookStatus(wid)]);
+        assert_eq!(
+            app.flash().unwrap().text,
+            "Redelivery 1 queued for webhook 00000000"
+        );
     }
 }

@@ -8,7 +8,8 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 
 use webhookd_tui::api::{
-    Attempt, AttemptsPage, Circuit, Health, Outcome, Subscription, SubscriptionState,
+    Attempt, AttemptsPage, Circuit, Health, Outcome, Subscription, SubscriptionState, WebhookPage,
+    WebhookSummary,
 };
 use webhookd_tui::app::{Action, App};
 use webhookd_tui::ui;
@@ -169,6 +170,7 @@ pub fn attempt(id: i64, sub: &str, webhook: &str, n: u32, outcome: Outcome, secs
         error,
         duration_ms: 40 + id as u64,
         response_body: status_code.map(|_| "{\"ok\":true}".to_string()),
+        redelivery: 0,
     }
 }
 
@@ -298,4 +300,94 @@ pub fn overview_with_data() -> App {
         });
     }
     app
+}
+
+/// Ids of the failed webhooks, newest first; [`REDELIVERED`] is the second.
+pub const FAILED_IDS: [&str; 4] = [
+    "0193a6f1-8c2d-7e3f-9a41-1b2c3d4e9f41",
+    "0193a6e2-7b1c-7d2e-8f40-2c3d4e5f0a40",
+    "0193a6c3-6a0b-7c1d-9e39-3d4e5f6a1b39",
+    "0193a6a4-5f9a-7b0c-8d38-4e5f6a7b2c38",
+];
+/// The failed webhook the redelivery snapshots act on.
+pub const REDELIVERED: &str = FAILED_IDS[1];
+
+/// A failed webhook of `sub`, received `minutes` before t0.
+pub fn failed(
+    id: &str,
+    sub: &str,
+    event: Option<&str>,
+    minutes: i64,
+    code: Option<u16>,
+    error: &str,
+) -> WebhookSummary {
+    WebhookSummary {
+        id: id.into(),
+        subscription_id: sub.into(),
+        event_type: event.map(String::from),
+        received_at: t0() - Duration::minutes(minutes),
+        status: "failed".into(),
+        attempt_count: 4,
+        last_attempt_at: Some(t0() - Duration::minutes(minutes) + Duration::seconds(35)),
+        last_status_code: code,
+        last_error: Some(error.into()),
+        next_retry_at: None,
+    }
+}
+
+/// Failed webhooks across the three subscriptions, newest first.
+pub fn failed_list() -> Vec<WebhookSummary> {
+    vec![
+        failed(
+            FAILED_IDS[0],
+            SUB_B,
+            None,
+            2,
+            Some(503),
+            "HTTP 503 Service Unavailable",
+        ),
+        failed(
+            FAILED_IDS[1],
+            SUB_A,
+            Some("order.paid"),
+            7,
+            None,
+            "connection refused (os error 111) while connecting to shop.example.com:443",
+        ),
+        failed(
+            FAILED_IDS[2],
+            SUB_C,
+            Some("invoice.sent"),
+            31,
+            Some(500),
+            "receiver answered 500",
+        ),
+        failed(
+            FAILED_IDS[3],
+            SUB_A,
+            Some("order.created"),
+            58,
+            None,
+            "timed out after 10s",
+        ),
+    ]
+}
+
+/// `app` on the Failed screen (key 4), its load answered with `items`,
+/// and a next page when `more`.
+pub fn on_failed(mut app: App, items: Vec<WebhookSummary>, more: bool) -> App {
+    key(&mut app, KeyCode::Char('4'));
+    answer_failed(&mut app, items, more);
+    app
+}
+
+/// Answer the Failed screen's request in flight.
+pub fn answer_failed(app: &mut App, items: Vec<WebhookSummary>, more: bool) {
+    let seq = app.failed().seq;
+    let next = more.then(|| "http://127.0.0.1:8000/webhooks?status=failed&cursor=x".to_string());
+    app.update(Action::FailedLoaded {
+        seq,
+        more: false,
+        result: Ok(WebhookPage { items, next }),
+    });
 }
