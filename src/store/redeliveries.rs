@@ -175,3 +175,39 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+    use crate::store::from_millis;
+
+    #[test]
+    fn store_recover_window_reads_the_subscription_index_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("webhookd.db");
+        drop(Store::open(&path, 1).expect("open and migrate"));
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let window = RecoverWindow {
+            subscription_id: SubscriptionId::new(),
+            since: from_millis(1_600_000_000_000),
+            until: Some(from_millis(1_700_000_000_000)),
+            statuses: vec![WebhookStatus::Failed, WebhookStatus::Filtered],
+        };
+        let (sql, values) = recover_statement(&window);
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(params_from_iter(values), |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX webhooks_subscription_received")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|p| p.contains("TEMP B-TREE")),
+            "sorted by the index, not afterwards: {plan:?}"
+        );
+    }
+}
