@@ -243,12 +243,12 @@ fn parse_recover(
     let oldest =
         Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX / 2);
     if since < oldest {
+        let oldest = oldest.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut e = ApiError::validation(
             "since",
             format!(
-                "`since` is before the retention ({}): the oldest time available is {}",
+                "`since` is before the retention ({}): the oldest time available is {oldest}",
                 format_duration(retention),
-                oldest.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             ),
         );
         e.detail = Some(Box::new(("oldest_available", json!(oldest))));
