@@ -65,8 +65,9 @@ pub struct Config {
 
     /// Attempts one subscription may have in flight at most. While other
     /// subscriptions have work waiting, its fair share of the delivery
-    /// concurrency can be lower.
-    #[arg(long, env = "WEBHOOKD_SUBSCRIPTION_CONCURRENCY", default_value_t = 64)]
+    /// concurrency can be lower. 128 by default: half the 256 workers, the
+    /// most the fair share gives a lone subscription anyway.
+    #[arg(long, env = "WEBHOOKD_SUBSCRIPTION_CONCURRENCY", default_value_t = 128)]
     pub subscription_concurrency: usize,
 
     /// Consecutive failed attempts (timeouts, connection errors, 5xx, 408,
@@ -98,6 +99,12 @@ pub struct Config {
     /// time). Kept to measure the two against each other; `park` won.
     #[arg(long, env = "WEBHOOKD_SCHEDULER_WAIT", value_enum, default_value_t = WaitMode::Park, hide = true)]
     pub scheduler_wait: WaitMode,
+
+    /// Redeliveries (POST /webhooks/{id}/redeliver, POST
+    /// /subscriptions/{id}/recover) taken from their queue per second at
+    /// most, so a large recovery never crowds out live webhooks.
+    #[arg(long, env = "WEBHOOKD_REDELIVERY_RATE", default_value_t = 500)]
+    pub redelivery_rate: u32,
 
     /// Messages the consumer may hold unacknowledged, including those waiting
     /// for a retry delay; bounds the work JetStream hands out.
@@ -261,6 +268,7 @@ impl Config {
                 "subscription_concurrency",
                 self.subscription_concurrency.to_string(),
             ),
+            ("redelivery_rate", format!("{}/s", self.redelivery_rate)),
             ("circuit_failures", self.circuit_failures.to_string()),
             ("circuit_cooldown", d(self.circuit_cooldown)),
             ("circuit_cooldown_max", d(self.circuit_cooldown_max)),
@@ -314,6 +322,9 @@ impl Config {
         }
         if self.delivery_concurrency == 0 || self.delivery_concurrency > 10_000 {
             return err("--delivery-concurrency", "must be between 1 and 10000");
+        }
+        if self.redelivery_rate == 0 {
+            return err("--redelivery-rate", "must be at least 1 per second");
         }
         if self.subscription_concurrency == 0 {
             return err("--subscription-concurrency", "must be at least 1");

@@ -101,7 +101,11 @@ pub async fn run(
     let sender = Sender::new(
         config.connect_timeout,
         config.delivery_timeout,
-        config.delivery_concurrency.min(64),
+        // Idle connections kept per receiver: as many as one subscription
+        // may use at once, so a busy one does not reconnect after a burst.
+        config
+            .delivery_concurrency
+            .min(config.subscription_concurrency),
         policy.clone(),
     )?;
     let (store, writer, writer_thread) = open_store(&config).await?;
@@ -211,6 +215,7 @@ fn wire(
         slots: config.delivery_concurrency,
         ack_wait: config.ack_wait(),
         nak_only: config.scheduler_wait == config::WaitMode::Nak,
+        redelivery_rate: config.redelivery_rate,
     };
     let deliverer = Arc::new(Deliverer::new(parts, settings));
     (state, deliverer)
@@ -355,7 +360,8 @@ async fn open_queue(config: &Config, url: &str) -> Result<Queue, RunError> {
         publish_timeout: config.publish_timeout,
     };
     let queue = Queue::connect(url, settings, std::time::Duration::from_secs(30)).await?;
-    queue.consumer().await?;
+    queue.consumer(queue::Source::Live).await?;
+    queue.consumer(queue::Source::Redeliveries).await?;
     Ok(queue)
 }
 

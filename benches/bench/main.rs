@@ -25,7 +25,15 @@
 //!   receiver answering only after 30 s ("hang30", its own process and
 //!   port: every attempt times out), then a paced load (150/s) to a healthy
 //!   receiver on another subscription: its arrival − send (target p99 ≤
-//!   1 s), beside the same load sent alone earlier in the same run.
+//!   1 s), beside the same load sent alone earlier in the same run;
+//! - `recovery`: 10,000 webhooks (1,000 with --quick) to a receiver
+//!   answering 500 all end `failed` (100 ms retry schedule, no circuit
+//!   breaker); a live subscription's paced load (150/s) alone; then the
+//!   receiver answers 200, `POST /subscriptions/{id}/recover` is called and
+//!   the same live load sent meanwhile: the call's time to its 202 and
+//!   counts, the time until every recovered webhook arrived (each exactly
+//!   once), the live p99 arrival − send of the webhooks sent during the
+//!   recovery against alone (target ≤ 2×).
 //!
 //! A/B: `--compare-bin PATH` runs `e2e` and `isolation` again, each right
 //! after its own, with another webhookd binary (rows `e2e@old`,
@@ -39,9 +47,10 @@
 //!
 //! Results: a table on stdout and JSON in `target/bench/results.json`
 //! (`--out` to change). `--quick` runs N=2,000 per scenario and fails only on
-//! correctness (0 lost, 0 errors, 2 attempt rows per webhook in retries),
-//! never on speed. Every load is bounded in count and in time; every process
-//! started is stopped at the end, also on error or Ctrl-C.
+//! correctness (0 lost, 0 errors, 2 attempt rows per webhook in retries,
+//! every failed webhook recovered and delivered once), never on speed.
+//! Every load is bounded in count and in time; every process started is
+//! stopped at the end, also on error or Ctrl-C.
 
 mod load;
 mod procs;
@@ -91,6 +100,7 @@ const SCENARIOS: &[&str] = &[
     "fan-in",
     "slow",
     "isolation",
+    "recovery",
 ];
 
 /// `bench run`'s options.

@@ -199,6 +199,21 @@ fn targets(carry: &Carry, compared: Option<(&str, f64)>) -> Vec<Target> {
                 format!("alone {alone:.1} ms{other}")
             }),
         },
+        Target {
+            name: "recovery live p99 / alone",
+            measured: carry
+                .recovery_p99_ms
+                .zip(carry.recovery_alone_p99_ms)
+                .filter(|(_, alone)| *alone > 0.0)
+                .map(|(during, alone)| during / alone),
+            unit: "x",
+            at_least: false,
+            goal: 2.0,
+            vs_baseline: carry
+                .recovery_p99_ms
+                .zip(carry.recovery_alone_p99_ms)
+                .map(|(during, alone)| format!("during {during:.1} ms, alone {alone:.1} ms")),
+        },
     ]
 }
 
@@ -214,6 +229,7 @@ async fn run_one(env: &Env, name: &str, carry: &mut Carry, checks: &mut Vec<Chec
         "fan-in" => scenarios::delivery(env, Kind::FanIn, carry, checks).await,
         "slow" => scenarios::delivery(env, Kind::Slow, carry, checks).await,
         "isolation" => scenarios::isolation(env, carry, checks).await,
+        "recovery" => scenarios::recovery(env, carry, checks).await,
         other => Err(anyhow::anyhow!("unknown scenario {other}")),
     }
 }
@@ -434,6 +450,8 @@ pub async fn run_all(
                 "slow_n": env.sizes.slow_n,
                 "isolation_n": env.sizes.iso_n,
                 "isolation_hang_n": env.sizes.iso_hang_n,
+                "recovery_n": env.sizes.rec_n,
+                "recovery_live_n": env.sizes.rec_live_n,
                 "max_load_s": env.sizes.max_load.as_secs_f64(),
                 "max_wait_s": env.sizes.max_wait.as_secs_f64(),
                 "idle_wait_s": env.sizes.idle_wait.as_secs_f64(),

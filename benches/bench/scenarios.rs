@@ -18,6 +18,7 @@ use webhookd_harness::client::Conn;
 use webhookd_harness::load::Spec;
 use webhookd_harness::nats::NatsServer;
 use webhookd_harness::process::ChildGuard;
+use webhookd_harness::server::next_link;
 use webhookd_harness::sqlite;
 
 use crate::load::{self, quantile, LoadResult};
@@ -39,6 +40,18 @@ pub const HANG_DELAY: Duration = Duration::from_secs(30);
 /// 2,000 webhooks the load lasts about 13 s, past the first timeouts of the
 /// hanging receiver's attempts (10 s) and so past its circuit opening.
 pub const ISOLATION_RATE: f64 = 150.0;
+/// Send rate of the recovery scenario's live load (alone, then during the
+/// recovery), like the isolation scenario's healthy load.
+pub const RECOVERY_RATE: f64 = 150.0;
+/// Webhooks per page when the recovery scenario counts failed webhooks
+/// through `GET /webhooks` (its largest `limit`).
+const PAGE_LIMIT: usize = 500;
+/// How long the recovery scenario waits for the next webhook to fail before
+/// giving up: longer than the 30 s for which webhookd's deliveries were
+/// seen to stop now and then while 10,000 webhooks failed at once (the
+/// expiry of its pull request), so that recovery is still measured then;
+/// the time until all failed is reported.
+const FAIL_STALL: Duration = Duration::from_secs(65);
 
 /// How big each scenario is.
 #[derive(Debug, Clone)]
@@ -52,6 +65,10 @@ pub struct Sizes {
     pub iso_n: usize,
     /// Isolation: webhooks queued for the hanging receiver.
     pub iso_hang_n: usize,
+    /// Recovery: webhooks that fail, then are recovered.
+    pub rec_n: usize,
+    /// Recovery: webhooks of the live subscription (each phase).
+    pub rec_live_n: usize,
     /// Bound on one load run.
     pub max_load: Duration,
     /// Bound on waiting for deliveries.
@@ -73,6 +90,8 @@ impl Sizes {
                 slow_n: 600,
                 iso_n: 1_000,
                 iso_hang_n: 300,
+                rec_n: 1_000,
+                rec_live_n: 600,
                 max_load: Duration::from_secs(60),
                 max_wait: Duration::from_secs(60),
                 stall: Duration::from_secs(20),
@@ -87,6 +106,8 @@ impl Sizes {
                 slow_n: 8_000,
                 iso_n: 2_000,
                 iso_hang_n: 600,
+                rec_n: 10_000,
+                rec_live_n: 2_000,
                 max_load: Duration::from_secs(120),
                 max_wait: Duration::from_secs(180),
                 stall: Duration::from_secs(30),
@@ -102,6 +123,8 @@ impl Sizes {
                 slow_n: base.slow_n.min(n),
                 iso_n: base.iso_n.min(n),
                 iso_hang_n: base.iso_hang_n.min(n),
+                rec_n: base.rec_n.min(n),
+                rec_live_n: base.rec_live_n.min(n),
                 ..base
             },
             None => base,
@@ -181,6 +204,10 @@ pub struct Carry {
     /// hanging backlog there, and alone.
     pub isolation_p99_ms: Option<f64>,
     pub isolation_alone_p99_ms: Option<f64>,
+    /// Recovery: the live subscription's p99 arrival − send of the webhooks
+    /// sent while the recovered ones were delivered, and alone.
+    pub recovery_p99_ms: Option<f64>,
+    pub recovery_alone_p99_ms: Option<f64>,
 }
 
 fn ms(us: Option<u64>) -> Option<f64> {
@@ -256,6 +283,16 @@ impl Receiver {
     async fn records(&mut self) -> Result<Vec<Record>> {
         let body = self.get("/_bench/records").await?;
         servers::parse_records(std::str::from_utf8(&body)?)
+    }
+
+    /// Forgets every arrival (for a second load numbered from 0 again).
+    async fn reset(&mut self) -> Result<()> {
+        self.get("/_bench/reset").await.map(|_| ())
+    }
+
+    /// `flip` mode: answer 200 from now on.
+    async fn flip(&mut self) -> Result<()> {
+        self.get("/_bench/flip").await.map(|_| ())
     }
 }
 
@@ -1134,6 +1171,401 @@ pub async fn isolation(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) ->
             "measured_window_s": window.as_secs_f64(),
             "cpu_s_per_s": cpu_per_s,
             "attempt_log_outcomes": db.as_ref().ok().map(|c| c.outcomes.clone()),
+            "rss": peaks_json(&peaks),
+            "clean_exit": clean,
+        }),
+    })
+}
+
+/// The given-up webhooks webhookd counts (`/metrics`), 0 before the first.
+async fn given_up(conn: &mut Conn) -> Result<u64> {
+    let (status, body) = conn.get("/metrics").await?;
+    if !status.is_success() {
+        bail!("GET /metrics answered {status}");
+    }
+    let text = std::str::from_utf8(&body).context("reading /metrics")?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("webhookd_webhooks_given_up_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64))
+}
+
+/// How many webhooks of `sub` `GET /webhooks?status=failed` lists, page by
+/// page along the `Link` headers (at most enough pages for `expected`, and
+/// one more).
+async fn count_failed(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    sub: &str,
+    expected: usize,
+) -> Result<usize> {
+    webhookd_harness::net::ensure_loopback(addr)?;
+    let mut path = Some(format!(
+        "/webhooks?subscription_id={sub}&status=failed&limit={PAGE_LIMIT}"
+    ));
+    let mut count = 0;
+    for _ in 0..expected / PAGE_LIMIT + 2 {
+        let Some(p) = path.take() else {
+            break;
+        };
+        if !p.starts_with('/') {
+            bail!("GET /webhooks: a next page outside the API: {p}");
+        }
+        let resp = client
+            .get(format!("http://{addr}{p}"))
+            .send()
+            .await
+            .with_context(|| format!("GET {p}"))?;
+        let status = resp.status();
+        let next = resp
+            .headers()
+            .get(reqwest::header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_link);
+        let body = resp.bytes().await.with_context(|| format!("GET {p}"))?;
+        if !status.is_success() {
+            bail!(
+                "GET {p} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let page: Vec<Value> =
+            serde_json::from_slice(&body).with_context(|| format!("GET {p}: not a JSON array"))?;
+        count += page.len();
+        path = next;
+    }
+    Ok(count)
+}
+
+/// Waits until `GET /webhooks` lists `expected` failed webhooks of `sub`
+/// (counted once `/metrics` has given up that many), or nothing new was
+/// given up for `stall`, or `max_wait` passed. Returns the count listed.
+async fn wait_failed(
+    env: &Env,
+    wh: &mut Webhookd,
+    sub: &str,
+    expected: usize,
+    stall: Duration,
+) -> Result<usize> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building an HTTP client")?;
+    let mut metrics = Conn::connect(wh.addr()).await?;
+    let started = Instant::now();
+    let mut last_seen = (0, Instant::now());
+    loop {
+        wh.alive()?;
+        let gave_up = given_up(&mut metrics).await?;
+        if gave_up as usize >= expected {
+            let listed = count_failed(&client, wh.addr(), sub, expected).await?;
+            if listed >= expected {
+                return Ok(listed);
+            }
+        }
+        if gave_up != last_seen.0 {
+            last_seen = (gave_up, Instant::now());
+        }
+        if last_seen.1.elapsed() > stall || started.elapsed() > env.sizes.max_wait {
+            let listed = count_failed(&client, wh.addr(), sub, expected).await?;
+            eprintln!(
+                "bench: gave up waiting: {listed} of {expected} failed ({gave_up} given up) \
+                 after {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(listed);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// arrival − send (µs, sorted) of the first 200 of each webhook sent
+/// between `from_us` and `to_us`.
+fn lat_sent_between(records: &[Record], from_us: u64, to_us: u64) -> Vec<u64> {
+    let mut lat: Vec<u64> = servers::by_seq(records)
+        .values()
+        .filter_map(|list| list.iter().find(|r| r.status == 200))
+        .filter(|r| (from_us..=to_us).contains(&r.sent_us))
+        .map(|r| r.arrival_us.saturating_sub(r.sent_us))
+        .collect();
+    lat.sort_unstable();
+    lat
+}
+
+/// Recovery of failed webhooks (`POST /subscriptions/{id}/recover`),
+/// webhookd at its default settings except what makes webhooks fail fast
+/// (a 100 ms retry schedule, no circuit breaker). Phase 1: a subscription
+/// whose receiver answers 500 (`flip` mode) gets `rec_n` webhooks, all
+/// waited for until `GET /webhooks` lists them `failed`. Phase 2: a live
+/// subscription gets a paced load alone; its arrival − send. Phase 3: the
+/// failing receiver answers 200 from now on, the recover call (since before
+/// phase 1) and the same paced live load start together; the recovered
+/// webhooks are delivered beside it. Measured: the recover call's time to
+/// its 202, its counts, the time until every recovered webhook arrived
+/// (each exactly once), and the live p99 of the webhooks sent while the
+/// recovered ones were delivered against the p99 alone.
+pub async fn recovery(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Result<Row> {
+    let name = "recovery";
+    let s = &env.sizes;
+    let (rec_n, live_n) = (s.rec_n, s.rec_live_n);
+    let extra = [
+        "--retry-schedule".to_string(),
+        format!("{}ms", RETRY_DELAY.as_millis()),
+        // Every attempt fails: the breaker would open after five and hold
+        // the rest for its cooldown; recovery, not the breaker, is measured.
+        "--circuit-failures".to_string(),
+        "0".to_string(),
+    ];
+    let mut rx = Receiver::start(env, Mode::Flip, SLOW_DELAY).await?;
+    let mut live_rx = Receiver::start(env, Mode::Ok, SLOW_DELAY).await?;
+    let mut wh = Webhookd::start(env, &extra).await?;
+    let rec_sub = wh.subscribe(rx.addr, 1).await?;
+    let live_sub = wh.subscribe(live_rx.addr, 1).await?;
+    let rec_id = rec_sub.first().context("no subscription created")?.clone();
+    let live_paths = ingest_paths(&live_sub);
+
+    // Phase 1: every webhook of the failing subscription ends `failed`.
+    let since = (chrono::Utc::now() - chrono::TimeDelta::seconds(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let fail_started = Instant::now();
+    let spec = load_spec(env, "rec-fail", rec_n, None, ingest_paths(&rec_sub));
+    let rec_load = load::run(wh.addr(), &spec).await?;
+    let stall = s.stall.max(FAIL_STALL);
+    let failed = wait_failed(env, &mut wh, &rec_id, rec_load.accepted, stall).await?;
+    let fail_s = fail_started.elapsed().as_secs_f64();
+
+    // Phase 2: the live load alone.
+    let rate = Some(RECOVERY_RATE);
+    let spec = load_spec(env, "rec-live-alone", live_n, rate, live_paths.clone());
+    let alone_load = load::run(wh.addr(), &spec).await?;
+    let alone_complete =
+        wait_delivered(env, &mut wh, &mut live_rx, alone_load.accepted, s.stall).await?;
+    let alone = analyze(&alone_load, &live_rx.records().await?);
+    live_rx.reset().await?;
+
+    // Phase 3: recover, and the same live load meanwhile.
+    rx.flip().await?;
+    let mut procs = wh.procs();
+    procs.push(("recovered".to_string(), rx.pid()));
+    procs.push(("live".to_string(), live_rx.pid()));
+    procs.push(generator());
+    let sampler = Sampler::start(procs.clone());
+    let mut api = Conn::connect(wh.addr()).await?;
+    let path = format!("/subscriptions/{rec_id}/recover");
+    let body = json!({"since": since, "status": ["failed"], "dry_run": false}).to_string();
+    let spec = load_spec(env, name, live_n, rate, live_paths);
+    let addr = wh.addr();
+    let recover_start_us = webhookd_harness::load::now_us();
+    let started = Instant::now();
+    let recover = async {
+        let answer = api.post_json(&path, body).await;
+        (answer, started.elapsed())
+    };
+    let ((answer, recover_latency), load) = tokio::join!(recover, load::run(addr, &spec));
+    let load = load?;
+    let (status, answer) = answer.context("calling recover")?;
+    if status.as_u16() != 202 {
+        bail!(
+            "POST {path} answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let recovered: Value =
+        serde_json::from_slice(&answer).context("recover's answer is not JSON")?;
+    let count = |k: &str| recovered[k].as_u64();
+    let (matched, queued, unavailable) = (count("matched"), count("queued"), count("unavailable"));
+    let rec_complete = wait_delivered(env, &mut wh, &mut rx, rec_load.accepted, s.stall).await?;
+    let complete = wait_delivered(env, &mut wh, &mut live_rx, load.accepted, s.stall).await?;
+    let window = started.elapsed();
+    let peaks = sampler.finish(&procs).await;
+    let rec_records = rx.records().await?;
+    let records = live_rx.records().await?;
+    wh.alive()?;
+    let clean = wh.stop();
+    drop(rx);
+    drop(live_rx);
+    let db = read_db(wh.db_path());
+    let rd = analyze(&rec_load, &rec_records);
+    let d = analyze(&load, &records);
+    // The recovery lasts from the call until the last recovered webhook's
+    // arrival; the live webhooks sent in that time are those measured
+    // "during" it (the rest of the load runs after it).
+    let recovery_end_us = rd.last_arrival_us.max(recover_start_us);
+    let all_delivered_s = rec_complete.then(|| (recovery_end_us - recover_start_us) as f64 / 1e6);
+    let rec_rate = all_delivered_s.map(|t| rd.delivered as f64 / t.max(1e-9));
+    let during = lat_sent_between(&records, recover_start_us, recovery_end_us);
+    // The same, split at the 202: while the call queued the webhooks again,
+    // and while they were delivered after it.
+    let answered_us = recover_start_us + recover_latency.as_micros() as u64;
+    let during_call = lat_sent_between(&records, recover_start_us, answered_us);
+    let after_call = lat_sent_between(&records, answered_us + 1, recovery_end_us);
+
+    let acc = rec_load.accepted as u64;
+    load_checks("recovery (failing)", &rec_load, checks);
+    load_checks("recovery (live alone)", &alone_load, checks);
+    load_checks(name, &load, checks);
+    checks.push(Check {
+        scenario: name.into(),
+        name: "every webhook failed before recovery".into(),
+        ok: failed == rec_load.accepted,
+        detail: format!(
+            "{failed} of {} listed failed after {fail_s:.1} s ({} attempts answered 500)",
+            rec_load.accepted, rd.non_200
+        ),
+    });
+    checks.push(Check {
+        scenario: name.into(),
+        name: "recover matched and queued every failed webhook".into(),
+        ok: matched == Some(acc) && queued == Some(acc) && unavailable == Some(0),
+        detail: format!(
+            "matched {matched:?}, queued {queued:?}, unavailable {unavailable:?} of {acc} failed"
+        ),
+    });
+    delivered_checks(
+        "recovery (recovered)",
+        "every recovered webhook delivered",
+        rec_complete,
+        &rd,
+        checks,
+    );
+    // Delivery is at-least-once, but duplicates come only after a crash or
+    // a pause longer than the ack wait (README): none is expected here.
+    checks.push(Check {
+        scenario: "recovery (recovered)".into(),
+        name: "each recovered webhook delivered once".into(),
+        ok: rd.duplicates == 0,
+        detail: format!(
+            "{} duplicate 200s over {} recovered webhooks",
+            rd.duplicates, rd.delivered
+        ),
+    });
+    for (scenario, complete, d) in [
+        ("recovery (live alone)", alone_complete, &alone),
+        (name, complete, &d),
+    ] {
+        delivered_checks(scenario, "0 lost (live subscription)", complete, d, checks);
+    }
+    match &db {
+        Ok(c) => {
+            let total = (rec_load.accepted + alone_load.accepted + load.accepted) as i64;
+            let succeeded = c.statuses.get("succeeded").copied().unwrap_or(0);
+            checks.push(Check {
+                scenario: name.into(),
+                name: "every webhook succeeded in the store".into(),
+                ok: succeeded == total && c.statuses.len() == 1,
+                detail: format!("statuses {:?} for {total} webhooks", c.statuses),
+            });
+        }
+        Err(e) => checks.push(Check {
+            scenario: name.into(),
+            name: "attempt log readable".into(),
+            ok: false,
+            detail: format!("{e:#}"),
+        }),
+    }
+
+    let q = |l: &[u64], p: f64| ms(quantile(l, p)).unwrap_or(f64::NAN);
+    let p99_text = |l: &[u64]| ms(quantile(l, 0.99)).map_or("-".into(), |v| format!("{v:.1}"));
+    let during_p99 = ms(quantile(&during, 0.99));
+    let alone_p99 = ms(quantile(&alone.lat_us, 0.99));
+    let ratio = during_p99
+        .zip(alone_p99)
+        .filter(|(_, a)| *a > 0.0)
+        .map(|(p, a)| p / a);
+    // The target compares two complete loads on a settled webhookd only.
+    let settled = failed == rec_load.accepted && alone_complete && complete && rec_complete;
+    if settled {
+        carry.recovery_p99_ms = during_p99;
+        carry.recovery_alone_p99_ms = alone_p99;
+    }
+    let note = format!(
+        "all failed in {fail_s:.1} s; recover 202 in {:.0} ms (matched {}, queued {}); all \
+         delivered in {} s; live p99 \
+         {:.1} ms during ({} sent; {} ms until the 202, {} after) vs {:.1} ms alone \
+         ({:.2}x), whole load {:.1} ms; {:.0}/s paced",
+        recover_latency.as_secs_f64() * 1000.0,
+        matched.map_or("-".into(), |v| v.to_string()),
+        queued.map_or("-".into(), |v| v.to_string()),
+        all_delivered_s.map_or("-".into(), |t| format!("{t:.1}")),
+        q(&during, 0.99),
+        during.len(),
+        p99_text(&during_call),
+        p99_text(&after_call),
+        q(&alone.lat_us, 0.99),
+        ratio.unwrap_or(f64::NAN),
+        q(&d.lat_us, 0.99),
+        RECOVERY_RATE
+    );
+    let pct = |l: &[u64]| {
+        json!({"p50": ms(quantile(l, 0.5)), "p90": ms(quantile(l, 0.9)),
+               "p99": ms(quantile(l, 0.99)), "max": ms(l.last().copied())})
+    };
+    let cpu_per_s: HashMap<String, f64> = peaks
+        .iter()
+        .map(|(k, p)| (k.clone(), p.cpu_s / window.as_secs_f64().max(1e-9)))
+        .collect();
+    Ok(Row {
+        name: name.into(),
+        n: rec_n,
+        c: env.concurrency,
+        rate: rec_rate,
+        rate_unit: "dlv/s",
+        p50: ms(quantile(&during, 0.5)),
+        p95: ms(quantile(&during, 0.95)),
+        p99: ms(quantile(&during, 0.99)),
+        lat_kind: "arrival-send",
+        errors: Some(rec_load.errors() + alone_load.errors() + load.errors()),
+        lost: Some(rd.lost + alone.lost + d.lost),
+        dups: Some(rd.duplicates + alone.duplicates + d.duplicates),
+        note,
+        cpu: cpu_of(&peaks, &procs),
+        json: json!({
+            "webhookd_args": env.webhookd_args,
+            "retry_schedule_ms": RETRY_DELAY.as_millis() as u64,
+            "live_rate_per_s": RECOVERY_RATE,
+            "recover": {
+                "since": since,
+                "status": status.as_u16(),
+                "latency_ms": recover_latency.as_secs_f64() * 1000.0,
+                "matched": matched,
+                "queued": queued,
+                "unavailable": unavailable,
+            },
+            "failing": {
+                "load": load_json(&rec_load),
+                "listed_failed": failed,
+                "attempts_answered_500": rd.non_200,
+                "until_all_failed_s": fail_s,
+            },
+            "recovered": {
+                "delivery": delivery_json(&rd),
+                "all_delivered_s": all_delivered_s,
+                "delivered_per_s": rec_rate,
+            },
+            "live_alone": {
+                "load": load_json(&alone_load),
+                "delivery": delivery_json(&alone),
+                "arrival_minus_send_ms": pct(&alone.lat_us),
+            },
+            "live_during_recovery": {
+                "sent": during.len(),
+                "arrival_minus_send_ms": pct(&during),
+                "ratio_p99_to_alone": ratio,
+                "target_evaluated": settled,
+                "until_202": {"sent": during_call.len(), "arrival_minus_send_ms": pct(&during_call)},
+                "after_202": {"sent": after_call.len(), "arrival_minus_send_ms": pct(&after_call)},
+            },
+            "live_whole_load": {
+                "load": load_json(&load),
+                "delivery": delivery_json(&d),
+                "arrival_minus_send_ms": pct(&d.lat_us),
+            },
+            "measured_window_s": window.as_secs_f64(),
+            "cpu_s_per_s": cpu_per_s,
+            "attempt_log_outcomes": db.as_ref().ok().map(|c| c.outcomes.clone()),
+            "webhook_statuses": db.as_ref().ok().map(|c| c.statuses.clone()),
             "rss": peaks_json(&peaks),
             "clean_exit": clean,
         }),

@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,6 +84,8 @@ pub enum Mode {
     FailFirst,
     /// 200 after `--delay-ms`.
     Delay,
+    /// 500 to every delivery until `GET /_bench/flip`, 200 afterwards.
+    Flip,
 }
 
 impl Mode {
@@ -91,6 +94,7 @@ impl Mode {
             Mode::Ok => "ok",
             Mode::FailFirst => "fail-first",
             Mode::Delay => "delay",
+            Mode::Flip => "flip",
         }
     }
 }
@@ -280,9 +284,12 @@ struct Probe {
 /// CPU and leaves the rest to webhookd.
 ///
 /// Control paths: `GET /_bench/count` (JSON counts), `GET /_bench/records`
-/// (one line per arrival: seq sent_us arrival_us status webhook_id).
+/// (one line per arrival: seq sent_us arrival_us status webhook_id),
+/// `GET /_bench/reset` (forgets every arrival, for a second load numbered
+/// from 0 again), `GET /_bench/flip` (`flip` mode: 200 from now on).
 pub fn receiver(args: ReceiverArgs) -> Result<()> {
     let state: Arc<Mutex<Recorded>> = Arc::default();
+    let flipped = AtomicBool::new(false);
     let mode = args.mode;
     let delay = Duration::from_millis(args.delay_ms);
     let ok = |status: u16| Reply {
@@ -291,6 +298,10 @@ pub fn receiver(args: ReceiverArgs) -> Result<()> {
     };
     let fail_first = receiver::fail_first(ok(500), ok(200));
     let script = move |n: usize, r: &Received| {
+        if r.path == "/_bench/flip" {
+            flipped.store(true, Ordering::SeqCst);
+            return ok(200);
+        }
         if r.path.starts_with("/_bench/") {
             return control(&state, &r.path);
         }
@@ -299,6 +310,8 @@ pub fn receiver(args: ReceiverArgs) -> Result<()> {
             Mode::Ok => ok(200),
             Mode::Delay => Reply { delay, ..ok(200) },
             Mode::FailFirst => fail_first(n, r),
+            Mode::Flip if flipped.load(Ordering::SeqCst) => ok(200),
+            Mode::Flip => ok(500),
         };
         if let Ok(mut s) = state.lock() {
             let seq = probe.as_ref().and_then(|p| p.seq).unwrap_or(-1);
@@ -332,13 +345,17 @@ pub fn receiver(args: ReceiverArgs) -> Result<()> {
 }
 
 fn control(state: &Mutex<Recorded>, path: &str) -> Reply {
-    let Ok(s) = state.lock() else {
+    let Ok(mut s) = state.lock() else {
         return Reply {
             body: "poisoned".into(),
             ..Reply::status(500)
         };
     };
     let body = match path {
+        "/_bench/reset" => {
+            *s = Recorded::default();
+            "reset".to_string()
+        }
         "/_bench/count" => {
             let last = s.arrivals.iter().map(|a| a.arrival_us).max().unwrap_or(0);
             serde_json::json!({

@@ -30,7 +30,7 @@ use crate::store::subscriptions::State;
 use crate::store::writer::Write;
 
 /// Payloads read and re-published at once by one recovery.
-const RECOVER_CONCURRENCY: usize = 64;
+const RECOVER_CONCURRENCY: usize = 8;
 
 /// Statuses a recovery may ask for: the settled ones.
 const RECOVERABLE: [WebhookStatus; 3] = [

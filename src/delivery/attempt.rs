@@ -399,11 +399,12 @@ pub(super) async fn hand_back(msg: &jetstream::Message) {
 }
 
 /// The subscription of a queue message, from its subject
-/// (`webhooks.<subscription id>`).
+/// (`webhooks.<subscription id>` or `redeliveries.<subscription id>`).
 pub(super) fn subscription_of(msg: &jetstream::Message) -> Option<SubscriptionId> {
-    msg.subject
-        .as_str()
+    let subject = msg.subject.as_str();
+    subject
         .strip_prefix("webhooks.")
+        .or_else(|| subject.strip_prefix("redeliveries."))
         .and_then(SubscriptionId::parse)
 }
 

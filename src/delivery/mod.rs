@@ -31,7 +31,7 @@ use crate::config::RetrySchedule;
 use crate::health::{Health, Transition};
 use crate::ids::{SubscriptionId, WebhookId};
 use crate::metrics::Metrics;
-use crate::queue::Queue;
+use crate::queue::{Queue, Source};
 use crate::store::records::AttemptCounts;
 use crate::store::writer::Writer;
 use crate::store::Store;
@@ -115,6 +115,8 @@ pub struct Settings {
     /// Never park: NAK every waiting message with a short delay (measured
     /// against parking, see `--scheduler-wait`).
     pub nak_only: bool,
+    /// Redeliveries taken from their consumer per second at most.
+    pub redelivery_rate: u32,
 }
 
 /// Everything a worker needs; shared by all of them.
@@ -169,6 +171,18 @@ fn read_ahead(concurrency: usize) -> usize {
     (concurrency / 4).clamp(1, 64)
 }
 
+/// The pace of the redelivery pull at `rate` a second: a tick at most
+/// every 10 ms (finer ticks are not kept by the timer), and how many
+/// messages each tick lets through.
+fn pace(rate: u32) -> (Duration, usize) {
+    let rate = rate.max(1);
+    if rate <= 100 {
+        (Duration::from_secs(1) / rate, 1)
+    } else {
+        (Duration::from_millis(10), (rate as usize).div_ceil(100))
+    }
+}
+
 /// How one pull stream ended.
 enum PullEnd {
     /// The stream ended or failed: open a new one.
@@ -210,15 +224,14 @@ impl Deliverer {
     /// for immediate redelivery, and returns.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
         let ticker = tokio::spawn(self.clone().keep_parked_alive(shutdown.clone()));
-        while !shutdown.is_cancelled() {
-            let Some(mut messages) = self.open_pull(&shutdown).await else {
-                continue;
-            };
-            if let PullEnd::Shutdown = self.pull(&mut messages, &shutdown).await {
-                self.hand_back_read_ahead(&mut messages).await;
-                break;
-            }
-        }
+        let redeliveries = tokio::spawn(
+            self.clone()
+                .pull_until_shutdown(Source::Redeliveries, shutdown.clone()),
+        );
+        self.clone()
+            .pull_until_shutdown(Source::Live, shutdown.clone())
+            .await;
+        let _ = redeliveries.await;
         let _ = ticker.await;
         let parked = self.scheduler.drain_parked();
         if !parked.is_empty() {
@@ -245,14 +258,37 @@ impl Deliverer {
         self.queue.flush().await;
     }
 
-    /// Opens a pull stream on the delivery consumer (creating the consumer
+    /// Pulls from `source`'s consumer until shutdown, reopening the pull
+    /// when it ends; at shutdown hands back what was read ahead.
+    async fn pull_until_shutdown(self: Arc<Self>, source: Source, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let Some(mut messages) = self.open_pull(source, &shutdown).await else {
+                continue;
+            };
+            if let PullEnd::Shutdown = self.pull(source, &mut messages, &shutdown).await {
+                self.hand_back_read_ahead(source, &mut messages).await;
+                break;
+            }
+        }
+    }
+
+    /// Messages a pull of `source` reads ahead: redeliveries come at a
+    /// paced rate, a few at a time.
+    fn read_ahead(&self, source: Source) -> usize {
+        match source {
+            Source::Live => read_ahead(self.settings.slots),
+            Source::Redeliveries => 8,
+        }
+    }
+
+    /// Opens a pull stream on `source`'s consumer (creating the consumer
     /// if it is gone). On failure, waits a second (or for shutdown) and
     /// returns `None` so the caller tries again.
-    async fn open_pull(&self, shutdown: &CancellationToken) -> Option<Messages> {
-        let opened = match self.queue.consumer().await {
+    async fn open_pull(&self, source: Source, shutdown: &CancellationToken) -> Option<Messages> {
+        let opened = match self.queue.consumer(source).await {
             Ok(consumer) => consumer
                 .stream()
-                .max_messages_per_batch(read_ahead(self.settings.slots))
+                .max_messages_per_batch(self.read_ahead(source))
                 .heartbeat(Duration::from_secs(5))
                 .expires(Duration::from_secs(30))
                 .messages()
@@ -263,7 +299,7 @@ impl Deliverer {
         match opened {
             Ok(messages) => Some(messages),
             Err(error) => {
-                tracing::warn!(%error, "delivery consumer unavailable; retrying");
+                tracing::warn!(%error, ?source, "delivery consumer unavailable; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = shutdown.cancelled() => {}
@@ -274,16 +310,38 @@ impl Deliverer {
     }
 
     /// Takes messages from the stream while a slot is free and the parking
-    /// has room, and hands each to the scheduler, until the stream ends or
-    /// shutdown begins.
+    /// has room (redeliveries: also at most `redelivery_rate` a second),
+    /// and hands each to the scheduler, until the stream ends or shutdown
+    /// begins.
     async fn pull(
         self: &Arc<Self>,
+        source: Source,
         messages: &mut Messages,
         shutdown: &CancellationToken,
     ) -> PullEnd {
+        let (mut pace, burst, parking) = match source {
+            Source::Live => (None, usize::MAX, usize::MAX),
+            Source::Redeliveries => {
+                let (every, burst) = pace(self.settings.redelivery_rate);
+                let mut pace = tokio::time::interval(every);
+                pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                (Some(pace), burst, self.scheduler.redelivery_parking())
+            }
+        };
+        let mut allowed = 0usize;
         loop {
+            if allowed == 0 {
+                if let Some(pace) = pace.as_mut() {
+                    tokio::select! {
+                        _ = pace.tick() => {}
+                        _ = shutdown.cancelled() => return PullEnd::Shutdown,
+                    }
+                }
+                allowed = burst;
+            }
+            allowed -= 1;
             tokio::select! {
-                _ = self.scheduler.ready() => {}
+                _ = self.scheduler.ready_below(parking) => {}
                 _ = shutdown.cancelled() => return PullEnd::Shutdown,
             }
             let next = tokio::select! {
@@ -416,9 +474,9 @@ impl Deliverer {
     /// read-ahead, and with a short delay: the pull is still open, so a NAK
     /// without delay would come straight back into it and be handed back
     /// again and again, inflating the message's delivery count.
-    async fn hand_back_read_ahead(&self, messages: &mut Messages) {
+    async fn hand_back_read_ahead(&self, source: Source, messages: &mut Messages) {
         let mut handed_back = 0;
-        while handed_back < read_ahead(self.settings.slots) {
+        while handed_back < self.read_ahead(source) {
             match tokio::time::timeout(Duration::from_millis(20), messages.next()).await {
                 Ok(Some(Ok(msg))) => {
                     hand_back(&msg).await;
@@ -430,5 +488,20 @@ impl Deliverer {
         if handed_back > 0 {
             tracing::info!(handed_back, "shutdown: NAKed messages not yet started");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_redelivery_pace_lets_the_rate_through_in_10_ms_ticks() {
+        assert_eq!(pace(1), (Duration::from_secs(1), 1));
+        assert_eq!(pace(50), (Duration::from_millis(20), 1));
+        assert_eq!(pace(100), (Duration::from_millis(10), 1));
+        assert_eq!(pace(1000), (Duration::from_millis(10), 10));
+        assert_eq!(pace(1050), (Duration::from_millis(10), 11));
+        assert_eq!(pace(0), (Duration::from_secs(1), 1));
     }
 }

@@ -218,12 +218,19 @@ impl<J: Clone> Scheduler<J> {
     /// loop takes the next message only then, so messages wait in
     /// JetStream, not in memory, while every slot is busy.
     pub async fn ready(&self) {
+        self.ready_below(self.limits.park_total).await
+    }
+
+    /// As [`Scheduler::ready`], with room for `parked` messages at most in
+    /// the parking: the pull of redeliveries stops at a quarter of it, so
+    /// a recovery never fills the parking ahead of live webhooks.
+    pub async fn ready_below(&self, parked: usize) {
         loop {
             let notified = self.freed.notified();
             {
                 let st = self.lock();
                 if st.busy < self.limits.slots
-                    && st.parked < self.limits.park_total
+                    && st.parked < parked.min(self.limits.park_total)
                     && st.parked_bytes < self.limits.park_bytes
                 {
                     return;
@@ -231,6 +238,11 @@ impl<J: Clone> Scheduler<J> {
             }
             notified.await;
         }
+    }
+
+    /// A quarter of the parking: what redeliveries may fill.
+    pub fn redelivery_parking(&self) -> usize {
+        (self.limits.park_total / 4).max(1)
     }
 
     /// Places a message just pulled; `size` is its payload's length.

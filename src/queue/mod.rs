@@ -7,7 +7,9 @@
 //! A filtered webhook is stored on `held.<subscription_id>`, which the
 //! consumer does not read: only a recovery sends it.
 //!
-//! A redelivery is a new message on `webhooks.<subscription_id>`: the
+//! A redelivery is a new message on `redeliveries.<subscription_id>`, read
+//! by its own consumer `redelivery` at a paced rate, so a recovery of many
+//! webhooks never queues ahead of live traffic: the
 //! stored payload and headers, `Nats-Msg-Id` = `<webhook id>.r<n>` (so two
 //! callers queuing the same redelivery store it once), and headers naming
 //! the webhook, the redelivery and the attempts logged before it.
@@ -28,6 +30,8 @@ use crate::ids::{SubscriptionId, WebhookId};
 pub const STREAM: &str = "WEBHOOKS";
 /// Name of the durable consumer the delivery workers share.
 pub const CONSUMER: &str = "delivery";
+/// Name of the durable consumer of redeliveries.
+pub const REDELIVERY_CONSUMER: &str = "redelivery";
 /// Header carrying the webhook's event type.
 pub const HEADER_EVENT_TYPE: &str = "Webhookd-Event-Type";
 /// Header carrying the time webhookd accepted the webhook (RFC 3339).
@@ -49,6 +53,30 @@ pub const HEADER_REDELIVERED_AT: &str = "Webhookd-Redelivered-At";
 const DELIVER_SUBJECTS: &str = "webhooks.>";
 /// Subjects of webhooks stored but not delivered (filtered).
 const HELD_SUBJECTS: &str = "held.>";
+/// Subjects of redeliveries.
+const REDELIVERY_SUBJECTS: &str = "redeliveries.>";
+
+/// Which consumer a pull reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Webhooks as ingested (`delivery`, `webhooks.>`).
+    Live,
+    /// Redeliveries and recoveries (`redelivery`, `redeliveries.>`).
+    Redeliveries,
+}
+
+impl Source {
+    fn consumer(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Source::Live => (CONSUMER, DELIVER_SUBJECTS, "webhookd delivery workers"),
+            Source::Redeliveries => (
+                REDELIVERY_CONSUMER,
+                REDELIVERY_SUBJECTS,
+                "webhookd redeliveries, read at a paced rate",
+            ),
+        }
+    }
+}
 
 /// What can go wrong with NATS.
 #[derive(Debug, thiserror::Error)]
@@ -270,7 +298,11 @@ impl Queue {
         stream::Config {
             name: STREAM.to_string(),
             description: Some("webhooks accepted by webhookd, awaiting delivery".to_string()),
-            subjects: vec![DELIVER_SUBJECTS.to_string(), HELD_SUBJECTS.to_string()],
+            subjects: vec![
+                DELIVER_SUBJECTS.to_string(),
+                HELD_SUBJECTS.to_string(),
+                REDELIVERY_SUBJECTS.to_string(),
+            ],
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             discard: stream::DiscardPolicy::New,
@@ -291,8 +323,10 @@ impl Queue {
         Ok(())
     }
 
-    /// Creates (or updates) the durable pull consumer and returns it.
-    pub async fn consumer(&self) -> Result<consumer::PullConsumer, QueueError> {
+    /// Creates (or updates) the durable pull consumer of `source` and
+    /// returns it.
+    pub async fn consumer(&self, source: Source) -> Result<consumer::PullConsumer, QueueError> {
+        let (name, filter, description) = source.consumer();
         let stream = self
             .js
             .get_stream(STREAM)
@@ -300,18 +334,18 @@ impl Queue {
             .map_err(|e| QueueError::setup(format!("stream {STREAM}"), e))?;
         stream
             .create_consumer(consumer::pull::Config {
-                durable_name: Some(CONSUMER.to_string()),
-                description: Some("webhookd delivery workers".to_string()),
+                durable_name: Some(name.to_string()),
+                description: Some(description.to_string()),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: self.settings.ack_wait,
                 max_deliver: -1,
                 max_ack_pending: self.settings.max_ack_pending,
                 deliver_policy: consumer::DeliverPolicy::All,
-                filter_subject: DELIVER_SUBJECTS.to_string(),
+                filter_subject: filter.to_string(),
                 ..Default::default()
             })
             .await
-            .map_err(|e| QueueError::setup(format!("consumer {CONSUMER}"), e))
+            .map_err(|e| QueueError::setup(format!("consumer {name}"), e))
     }
 
     /// Stores a webhook in JetStream; returns once it is on disk there.
@@ -381,7 +415,7 @@ impl Queue {
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
                 .as_str(),
         );
-        let subject = format!("webhooks.{}", redelivery.subscription_id);
+        let subject = format!("redeliveries.{}", redelivery.subscription_id);
         self.send(subject, headers, stored.0.payload.clone()).await
     }
 
