@@ -466,6 +466,20 @@ fn cpu_of(peaks: &HashMap<String, Peak>, procs: &[(String, u32)]) -> Vec<(String
         .collect()
 }
 
+/// p50, p90, p99 and max (ms) of sorted latencies in µs, for the JSON.
+fn pct_json(sorted_us: &[u64]) -> Value {
+    json!({"p50": ms(quantile(sorted_us, 0.5)), "p90": ms(quantile(sorted_us, 0.9)),
+           "p99": ms(quantile(sorted_us, 0.99)), "max": ms(sorted_us.last().copied())})
+}
+
+/// CPU seconds per second of `window`, per process.
+fn cpu_per_second(peaks: &HashMap<String, Peak>, window: Duration) -> HashMap<String, f64> {
+    peaks
+        .iter()
+        .map(|(k, p)| (k.clone(), p.cpu_s / window.as_secs_f64().max(1e-9)))
+        .collect()
+}
+
 fn peaks_json(peaks: &HashMap<String, Peak>) -> Value {
     let mut m = serde_json::Map::new();
     for (name, p) in peaks {
@@ -1126,14 +1140,7 @@ pub async fn isolation(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) ->
         q(&alone.lat_us, 0.99),
         ISOLATION_RATE
     );
-    let pct = |l: &[u64]| {
-        json!({"p50": ms(quantile(l, 0.5)), "p90": ms(quantile(l, 0.9)),
-               "p99": ms(quantile(l, 0.99)), "max": ms(l.last().copied())})
-    };
-    let cpu_per_s: HashMap<String, f64> = peaks
-        .iter()
-        .map(|(k, p)| (k.clone(), p.cpu_s / window.as_secs_f64().max(1e-9)))
-        .collect();
+    let cpu_per_s = cpu_per_second(&peaks, window);
     Ok(Row {
         name: name.into(),
         n,
@@ -1156,12 +1163,12 @@ pub async fn isolation(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) ->
             "healthy": {
                 "load": load_json(&load),
                 "delivery": delivery_json(&d),
-                "arrival_minus_send_ms": pct(&d.lat_us),
+                "arrival_minus_send_ms": pct_json(&d.lat_us),
             },
             "alone": {
                 "load": load_json(&alone_load),
                 "delivery": delivery_json(&alone),
-                "arrival_minus_send_ms": pct(&alone.lat_us),
+                "arrival_minus_send_ms": pct_json(&alone.lat_us),
             },
             "hang30": {
                 "load": load_json(&hang_load),
@@ -1498,14 +1505,7 @@ pub async fn recovery(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> 
         q(&d.lat_us, 0.99),
         RECOVERY_RATE
     );
-    let pct = |l: &[u64]| {
-        json!({"p50": ms(quantile(l, 0.5)), "p90": ms(quantile(l, 0.9)),
-               "p99": ms(quantile(l, 0.99)), "max": ms(l.last().copied())})
-    };
-    let cpu_per_s: HashMap<String, f64> = peaks
-        .iter()
-        .map(|(k, p)| (k.clone(), p.cpu_s / window.as_secs_f64().max(1e-9)))
-        .collect();
+    let cpu_per_s = cpu_per_second(&peaks, window);
     Ok(Row {
         name: name.into(),
         n: rec_n,
@@ -1547,20 +1547,20 @@ pub async fn recovery(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> 
             "live_alone": {
                 "load": load_json(&alone_load),
                 "delivery": delivery_json(&alone),
-                "arrival_minus_send_ms": pct(&alone.lat_us),
+                "arrival_minus_send_ms": pct_json(&alone.lat_us),
             },
             "live_during_recovery": {
                 "sent": during.len(),
-                "arrival_minus_send_ms": pct(&during),
+                "arrival_minus_send_ms": pct_json(&during),
                 "ratio_p99_to_alone": ratio,
                 "target_evaluated": settled,
-                "until_202": {"sent": during_call.len(), "arrival_minus_send_ms": pct(&during_call)},
-                "after_202": {"sent": after_call.len(), "arrival_minus_send_ms": pct(&after_call)},
+                "until_202": {"sent": during_call.len(), "arrival_minus_send_ms": pct_json(&during_call)},
+                "after_202": {"sent": after_call.len(), "arrival_minus_send_ms": pct_json(&after_call)},
             },
             "live_whole_load": {
                 "load": load_json(&load),
                 "delivery": delivery_json(&d),
-                "arrival_minus_send_ms": pct(&d.lat_us),
+                "arrival_minus_send_ms": pct_json(&d.lat_us),
             },
             "measured_window_s": window.as_secs_f64(),
             "cpu_s_per_s": cpu_per_s,

@@ -65,8 +65,8 @@ pub async fn one(state: &AppState, raw_id: &str) -> Result<Answer, ApiError> {
     let at = Utc::now();
     match queue_again(state, &webhook, at).await? {
         Some(number) => {
-            claim(state, id, number, at).await?;
-            state.writer.flush().await?;
+            let write = Write::Redelivered { id, number, at };
+            state.writer.write(write).await?;
             tracing::info!(webhook_id = %id, redelivery = number, "webhook redelivered");
             Ok(json(
                 StatusCode::ACCEPTED,

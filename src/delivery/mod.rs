@@ -319,27 +319,31 @@ impl Deliverer {
         messages: &mut Messages,
         shutdown: &CancellationToken,
     ) -> PullEnd {
-        let (mut pace, burst, parking) = match source {
-            Source::Live => (None, usize::MAX, usize::MAX),
+        // Redeliveries: `burst` messages per tick of `pace`, `left` of
+        // this tick's still to take.
+        let (mut pace, parking) = match source {
+            Source::Live => (None, usize::MAX),
             Source::Redeliveries => {
                 let (every, burst) = pace(self.settings.redelivery_rate);
-                let mut pace = tokio::time::interval(every);
-                pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                (Some(pace), burst, self.scheduler.redelivery_parking())
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                (
+                    Some((tick, burst, 0usize)),
+                    self.scheduler.redelivery_parking(),
+                )
             }
         };
-        let mut allowed = 0usize;
         loop {
-            if allowed == 0 {
-                if let Some(pace) = pace.as_mut() {
+            if let Some((tick, burst, left)) = pace.as_mut() {
+                if *left == 0 {
                     tokio::select! {
-                        _ = pace.tick() => {}
+                        _ = tick.tick() => {}
                         _ = shutdown.cancelled() => return PullEnd::Shutdown,
                     }
+                    *left = *burst;
                 }
-                allowed = burst;
+                *left -= 1;
             }
-            allowed -= 1;
             tokio::select! {
                 _ = self.scheduler.ready_below(parking) => {}
                 _ = shutdown.cancelled() => return PullEnd::Shutdown,
