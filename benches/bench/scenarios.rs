@@ -854,6 +854,10 @@ pub async fn delivery(
         // measures the retry path, the `isolation` scenario the breaker.
         extra.push("--circuit-failures".to_string());
         extra.push("0".to_string());
+        // The check below wants each retry at least 90% of the delay after
+        // its failure: the default ±20% jitter may bring it to 80%.
+        extra.push("--retry-jitter".to_string());
+        extra.push("0".to_string());
     }
     let mut rx = Receiver::start(env, mode, SLOW_DELAY).await?;
     let mut wh = Webhookd::start(env, &extra).await?;
