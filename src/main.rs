@@ -11,7 +11,8 @@ use webhookd::config::{Config, LogFormat};
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    init_logging(&config);
+    // Dropped when main returns, after the runtime: flushes the last lines.
+    let _log = init_logging(&config);
     if let Err(e) = config.validate() {
         eprintln!("webhookd: {e}");
         return ExitCode::from(2);
@@ -61,7 +62,17 @@ fn main() -> ExitCode {
     })
 }
 
-fn init_logging(config: &Config) {
+/// Lines that may wait for the log thread before a worker waits for it:
+/// none is dropped, and a worker only waits when stderr is that far behind
+/// (about a second of attempts at full speed). The queue's slots are
+/// allocated up front: tracing-appender's default of 128,000 took 5 MiB.
+const LOG_BUFFERED_LINES: usize = 4096;
+
+/// Sets up logging: the `--log` filter, text or JSON, to stderr through a
+/// thread of its own that writes in batches (one `write` for all lines
+/// queued meanwhile) so no worker thread waits on stderr. The guard flushes
+/// what is queued when dropped: keep it until the process ends.
+fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
         eprintln!(
             "webhookd: invalid --log filter `{}` ({e}); using `info`",
@@ -69,10 +80,16 @@ fn init_logging(config: &Config) {
         );
         EnvFilter::new("info")
     });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_BUFFERED_LINES)
+        .thread_name("webhookd-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_writer(writer)
+        .with_ansi(ansi);
     match config.log_format {
         LogFormat::Json => builder
             .json()
@@ -81,6 +98,7 @@ fn init_logging(config: &Config) {
             .init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 /// Completes on the first SIGINT or SIGTERM.

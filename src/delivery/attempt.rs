@@ -62,7 +62,12 @@ impl Deliverer {
             ack(&msg, AckKind::Ack).await;
             return Finished::NotSent;
         }
-        let span = tracing::info_span!(
+        // At debug: a span costs an allocation and its formatting on every
+        // attempt, and the info lines of an attempt name the webhook
+        // themselves (the per-attempt line also its subscription and
+        // attempt number), so that `info` costs next to nothing more than
+        // `warn` (README, Logs).
+        let span = tracing::debug_span!(
             "delivery",
             webhook_id = %parsed.meta.id,
             subscription_id = %parsed.meta.subscription_id,
@@ -125,7 +130,11 @@ impl Deliverer {
             }
             Mode::Send { probe } => {
                 if probe {
-                    tracing::info!("circuit half-open: sending this attempt as the probe");
+                    tracing::info!(
+                        webhook_id = %p.meta.id,
+                        subscription_id = %p.meta.subscription_id,
+                        "circuit half-open: sending this attempt as the probe"
+                    );
                 }
                 self.in_flight.insert(p.meta.id);
                 let sent = self.send(&msg, &p, &sub, started_at).await;
@@ -150,7 +159,9 @@ impl Deliverer {
         let decision = retry::decide(sent, response.result, &self.settings.schedule, jitter);
         let duration = response.duration;
         let row = attempt_row(&p, &sub, started_at, attempt, decision, response);
-        let logged = self.log_attempt(&msg, Write::Attempt(row.clone())).await;
+        let logged = self
+            .log_attempt(&msg, p.meta.id, Write::Attempt(row.clone()))
+            .await;
         self.in_flight.remove(p.meta.id);
         if !logged {
             // Shutdown deadline with SQLite still failing: the message goes
@@ -188,18 +199,23 @@ impl Deliverer {
             },
             Ok(None) => "subscription deleted".to_string(),
             Err(e) => {
-                tracing::warn!(error = %e, "reading the subscription; retrying shortly");
+                tracing::warn!(webhook_id = %p.meta.id, error = %e, "reading the subscription; retrying shortly");
                 ack(msg, AckKind::Nak(Some(STORE_TROUBLE_DELAY))).await;
                 return None;
             }
         };
-        tracing::info!(%reason, "webhook not delivered");
+        tracing::info!(
+            webhook_id = %p.meta.id,
+            subscription_id = %p.meta.subscription_id,
+            %reason,
+            "webhook not delivered"
+        );
         let dropped = Write::Dropped {
             meta: p.meta.clone(),
             reason,
         };
         if let Err(e) = self.writer.write(dropped).await {
-            tracing::warn!(error = %e, "recording a webhook not delivered");
+            tracing::warn!(webhook_id = %p.meta.id, error = %e, "recording a webhook not delivered");
         }
         self.metrics.webhooks_given_up.inc();
         self.logged.set(p.meta.id, None);
@@ -229,7 +245,7 @@ impl Deliverer {
         tokio::select! {
             r = send => Some(r),
             _ = self.hard_stop.cancelled() => {
-                tracing::info!("shutdown deadline: attempt abandoned, message NAKed");
+                tracing::info!(webhook_id = %p.meta.id, "shutdown deadline: attempt abandoned, message NAKed");
                 ack(msg, AckKind::Nak(None)).await;
                 None
             }
@@ -256,6 +272,9 @@ impl Deliverer {
             }
         }
         tracing::info!(
+            webhook_id = %row.webhook.id,
+            subscription_id = %row.webhook.subscription_id,
+            attempt = row.attempt_number,
             outcome = %decision.outcome,
             status = row.status_code,
             duration_ms = row.duration_ms,
@@ -286,14 +305,14 @@ impl Deliverer {
     /// this worker slot stays taken; with every slot taken, no new delivery
     /// starts until SQLite writes again. Gives up (false) only at the
     /// shutdown deadline.
-    async fn log_attempt(&self, msg: &jetstream::Message, write: Write) -> bool {
+    async fn log_attempt(&self, msg: &jetstream::Message, id: WebhookId, write: Write) -> bool {
         let mut delay = STORE_RETRY_MIN;
         let mut failures = 0u64;
         loop {
             match self.writer.write(write.clone()).await {
                 Ok(()) => {
                     if failures > 0 {
-                        tracing::info!(failures, "attempt logged once SQLite accepted it");
+                        tracing::info!(webhook_id = %id, failures, "attempt logged once SQLite accepted it");
                     }
                     return true;
                 }
@@ -301,11 +320,12 @@ impl Deliverer {
                     failures += 1;
                     if failures == 1 {
                         tracing::error!(
+                            webhook_id = %id,
                             error = %e,
                             "attempt not logged; holding the message and retrying the write"
                         );
                     } else if failures % 50 == 0 {
-                        tracing::warn!(error = %e, failures, "attempt still not logged; retrying");
+                        tracing::warn!(webhook_id = %id, error = %e, failures, "attempt still not logged; retrying");
                     }
                     // Keep JetStream from redelivering it meanwhile.
                     ack(msg, AckKind::Progress).await;
@@ -313,6 +333,7 @@ impl Deliverer {
                         _ = tokio::time::sleep(delay) => {}
                         _ = self.hard_stop.cancelled() => {
                             tracing::error!(
+                                webhook_id = %id,
                                 error = %e,
                                 "shutdown deadline: attempt row never logged; the message will be redelivered"
                             );
