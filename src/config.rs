@@ -42,6 +42,13 @@ pub struct Config {
     #[arg(long, env = "WEBHOOKD_NATS_SERVER_BIN", default_value = "nats-server")]
     pub nats_server_bin: PathBuf,
 
+    /// Soft memory limit of the embedded nats-server's Go runtime (its
+    /// GOMEMLIMIT; units B, KiB, MiB, GiB): past it the server collects
+    /// garbage more often instead of growing. 0 leaves nats-server at Go's
+    /// default (no limit, or GOMEMLIMIT from the environment).
+    #[arg(long, env = "WEBHOOKD_NATS_MEMORY_LIMIT", default_value = "64MiB", value_parser = parse_bytes)]
+    pub nats_memory_limit: usize,
+
     /// Delays before each retry, comma-separated, with units ms, s, m or h.
     /// The number of entries is the number of retries.
     #[arg(
@@ -257,6 +264,7 @@ impl Config {
                 "nats_server_bin",
                 self.nats_server_bin.display().to_string(),
             ),
+            ("nats_memory_limit", self.nats_memory_limit.to_string()),
             ("retry_schedule", self.retry_schedule.to_string()),
             ("delivery_timeout", d(self.delivery_timeout)),
             ("connect_timeout", d(self.connect_timeout)),

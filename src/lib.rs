@@ -58,7 +58,7 @@ use crate::delivery::{Deliverer, InFlight};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::queue::embedded::EmbeddedNats;
-use crate::queue::{Queue, QueueError, QueueSettings};
+use crate::queue::{embedded, Queue, QueueError, QueueSettings};
 use crate::ssrf::TargetPolicy;
 use crate::store::writer::Writer;
 use crate::store::{Store, StoreError};
@@ -273,11 +273,12 @@ async fn start_nats(config: &Config) -> Result<(Option<EmbeddedNats>, String), Q
     if let Some(url) = &config.nats_url {
         return Ok((None, url.clone()));
     }
-    let nats = EmbeddedNats::start(
-        &config.nats_server_bin,
-        &config.data_dir,
-        config.max_body + HEADER_ROOM,
-    )
+    let nats = EmbeddedNats::start(embedded::Settings {
+        bin: &config.nats_server_bin,
+        data_dir: &config.data_dir,
+        max_payload: config.max_body + HEADER_ROOM,
+        memory_limit: config.nats_memory_limit,
+    })
     .await?;
     let url = nats.url().to_string();
     Ok((Some(nats), url))

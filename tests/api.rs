@@ -1430,6 +1430,7 @@ fn check_config_prints_the_defaults() {
         "purge_interval = 10m",
         "max_body = 1048576",
         "nats_url = (embedded nats-server)",
+        "nats_memory_limit = 67108864",
         "api_token = (unset)",
     ] {
         assert!(

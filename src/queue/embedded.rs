@@ -28,12 +28,26 @@ pub struct EmbeddedNats {
     supervisor: JoinHandle<()>,
 }
 
+/// How webhookd runs its nats-server.
+pub struct Settings<'a> {
+    /// The nats-server binary.
+    pub bin: &'a Path,
+    /// webhookd's data directory: the store goes in its `nats` directory.
+    pub data_dir: &'a Path,
+    /// Must hold the largest webhook body plus its headers.
+    pub max_payload: usize,
+    /// The Go runtime's soft memory limit (GOMEMLIMIT) in bytes; 0: none
+    /// set by webhookd.
+    pub memory_limit: usize,
+}
+
 /// Everything needed to (re)start the child.
 #[derive(Clone)]
 struct Spec {
     bin: PathBuf,
     store_dir: PathBuf,
     run_dir: PathBuf,
+    memory_limit: usize,
 }
 
 impl Spec {
@@ -44,16 +58,18 @@ impl Spec {
 
 impl EmbeddedNats {
     /// Starts nats-server on a free loopback port and waits until it listens.
-    /// `max_payload` must hold the largest webhook body plus its headers.
-    pub async fn start(
-        bin: &Path,
-        data_dir: &Path,
-        max_payload: usize,
-    ) -> Result<EmbeddedNats, QueueError> {
+    pub async fn start(settings: Settings<'_>) -> Result<EmbeddedNats, QueueError> {
+        let Settings {
+            bin,
+            data_dir,
+            max_payload,
+            memory_limit,
+        } = settings;
         let spec = Spec {
             bin: bin.to_path_buf(),
             store_dir: data_dir.join("nats"),
             run_dir: data_dir.join("nats").join("run"),
+            memory_limit,
         };
         std::fs::create_dir_all(&spec.run_dir).map_err(|source| QueueError::EmbeddedIo {
             what: format!("creating {}", spec.run_dir.display()),
@@ -192,8 +208,8 @@ async fn spawn(spec: &Spec, port: Option<u16>) -> Result<(Child, u16), QueueErro
 
 /// The nats-server command line: JetStream with its store under the data
 /// directory, loopback only, the given port (or any free one, written to
-/// the ports file), its log to a file. In its own process group, and sent
-/// SIGTERM when webhookd dies.
+/// the ports file), its log to a file, its Go runtime's memory limit. In
+/// its own process group, and sent SIGTERM when webhookd dies.
 fn command(spec: &Spec, port: Option<u16>, log_file: &Path) -> Command {
     let mut cmd = Command::new(&spec.bin);
     cmd.arg("-c")
@@ -212,6 +228,10 @@ fn command(spec: &Spec, port: Option<u16>, log_file: &Path) -> Command {
         .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
+    if spec.memory_limit > 0 {
+        // Go reads it at startup, a bare number in bytes.
+        cmd.env("GOMEMLIMIT", spec.memory_limit.to_string());
+    }
     // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
     unsafe {
         cmd.pre_exec(|| {
