@@ -8,13 +8,22 @@
 //! - `floor`: the baseline plus a JetStream publish awaited before the 202
 //!   (`bench floor`, on its own nats-server): what any server that answers
 //!   only once a webhook is durable in JetStream can do here;
+//! - `e2e-floor`: the floor's ingest plus, in the same process, a durable
+//!   pull consumer POSTing each webhook to the receiver (`bench e2e-floor`:
+//!   pooled reqwest client, 256 in flight, ack on a 2xx; no validation, no
+//!   SQLite, no signing), loaded like `e2e`: what any server that stores
+//!   before its 202 and delivers at least once can do here, end to end
+//!   (delivered/s, arrival − send, CPU per webhook);
 //! - `ingest`: webhookd (release binary, embedded nats-server, fresh data
 //!   directory) accepting N webhooks at concurrency C, deliveries held;
 //! - `e2e`: first post to last arrival at a fast receiver (`bench receiver`,
 //!   a separate process: its scheduling and CPU are not the load
 //!   generator's, so arrival times are not delayed by it), delivered/s,
-//!   arrival − send, duplicates, lost; peak and idle RSS of webhookd and its
-//!   nats-server;
+//!   arrival − send, duplicates, lost; its share of `e2e-floor`'s rate and
+//!   the CPU per delivered webhook of webhookd + its nats-server beside the
+//!   floor's; peak and idle RSS of webhookd, of its nats-server, and of the
+//!   whole service (their sum; under load the sum of the two peaks, which
+//!   may come at different times: a conservative upper bound);
 //! - `e2e-half`: the same at half the measured e2e rate (latency when not
 //!   saturated);
 //! - `retries`: a receiver failing each webhook's first attempt, 100 ms
@@ -35,12 +44,17 @@
 //!   once), the live p99 arrival − send of the webhooks sent during the
 //!   recovery against alone (target ≤ 2×).
 //!
+//! webhookd runs as users run it: default logging (`--log info`, one line
+//! per delivery attempt, read by the harness), plus `--shutdown-timeout 2s`
+//! and `--delivery-concurrency` (256) for every scenario.
+//!
 //! A/B: `--compare-bin PATH` runs `e2e` and `isolation` again, each right
 //! after its own, with another webhookd binary (rows `e2e@old`,
-//! `isolation@old`; `--compare-label` to rename), given only the arguments
-//! every scenario passes plus `--compare-args`. `--webhookd-args` adds
-//! arguments to this side's webhookd; `--compare-args` alone compares the
-//! binary with itself under other arguments, e.g. `--only isolation
+//! `isolation@old`; `--compare-label` to rename; a second memory line for
+//! its e2e), given only the arguments every scenario passes plus
+//! `--compare-args`. `--webhookd-args` adds arguments to this side's
+//! webhookd; `--compare-args` alone compares the binary with itself under
+//! other arguments, e.g. `--only isolation
 //! --compare-args=--scheduler-wait=nak --compare-label nak` (the `=` forms
 //! survive `just`, which does not keep quotes). `--webhookd-bin` replaces
 //! this side's binary.
@@ -85,6 +99,9 @@ enum Command {
     /// Bare hyper server storing each body in JetStream before its 202
     /// (started by `run`).
     Floor(servers::FloorArgs),
+    /// The floor plus a durable consumer POSTing each webhook to a target
+    /// (started by `run`).
+    E2eFloor(servers::E2eFloorArgs),
     /// Recording webhook receiver (started by `run`).
     Receiver(servers::ReceiverArgs),
 }
@@ -94,6 +111,7 @@ const SCENARIOS: &[&str] = &[
     "baseline",
     "floor",
     "ingest",
+    "e2e-floor",
     "e2e",
     "e2e-half",
     "retries",
@@ -152,7 +170,7 @@ fn split_args(args: Option<&str>) -> Vec<String> {
 fn main() -> ExitCode {
     let Some(args) = subcommand_args(
         "bench",
-        &["run", "baseline", "floor", "receiver"],
+        &["run", "baseline", "floor", "e2e-floor", "receiver"],
         "use `just bench` or `just bench-quick` (cargo bench --bench bench -- run [--quick])",
     ) else {
         return ExitCode::SUCCESS;
@@ -162,6 +180,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Baseline(args) => servers::baseline(args).map(|()| true),
         Command::Floor(args) => servers::floor(args).map(|()| true),
+        Command::E2eFloor(args) => servers::e2e_floor(args).map(|()| true),
         Command::Receiver(args) => servers::receiver(args).map(|()| true),
     };
     exit_code("bench", result)

@@ -34,6 +34,15 @@ struct Target {
 }
 
 impl Target {
+    /// Decimals to print the measure with: enough for goals below 1.
+    fn decimals(&self) -> usize {
+        if self.goal < 1.0 {
+            3
+        } else {
+            1
+        }
+    }
+
     fn met(&self) -> Option<bool> {
         self.measured.map(|m| {
             if self.at_least {
@@ -163,6 +172,28 @@ fn targets(carry: &Carry, compared: Option<(&str, f64)>) -> Vec<Target> {
             vs_baseline: ratio(carry.e2e_rate),
         },
         Target {
+            name: "e2e delivered/s / e2e floor",
+            measured: carry
+                .e2e_rate
+                .zip(carry.e2e_floor_rate)
+                .filter(|(_, f)| *f > 0.0)
+                .map(|(e, f)| e / f * 100.0),
+            unit: "%",
+            at_least: true,
+            goal: 80.0,
+            vs_baseline: carry.e2e_floor_rate.map(|f| format!("e2e floor {f:.0}/s")),
+        },
+        Target {
+            name: "CPU per delivered webhook (webhookd + nats-server)",
+            measured: carry.e2e_cpu_ms,
+            unit: "ms",
+            at_least: false,
+            goal: 0.12,
+            vs_baseline: carry
+                .e2e_floor_cpu_ms
+                .map(|f| format!("e2e floor {f:.3} ms (e2e-floor + its nats-server)")),
+        },
+        Target {
             name: "e2e-half p99 arrival-send",
             measured: carry.half_p99_ms,
             unit: "ms",
@@ -185,6 +216,22 @@ fn targets(carry: &Carry, compared: Option<(&str, f64)>) -> Vec<Target> {
             at_least: false,
             goal: 24.0,
             vs_baseline: rss_ratio(carry.idle_rss_kib),
+        },
+        Target {
+            name: "service RSS (webhookd + nats-server) under e2e load",
+            measured: mib(carry.service_load_rss_kib()),
+            unit: "MiB",
+            at_least: false,
+            goal: 64.0,
+            vs_baseline: rss_ratio(carry.service_load_rss_kib()),
+        },
+        Target {
+            name: "service RSS idle",
+            measured: mib(carry.service_idle_rss_kib()),
+            unit: "MiB",
+            at_least: false,
+            goal: 40.0,
+            vs_baseline: rss_ratio(carry.service_idle_rss_kib()),
         },
         Target {
             name: "isolation healthy p99",
@@ -222,6 +269,7 @@ async fn run_one(env: &Env, name: &str, carry: &mut Carry, checks: &mut Vec<Chec
     match name {
         "baseline" => scenarios::baseline(env, carry, checks).await,
         "floor" => scenarios::floor(env, carry, checks).await,
+        "e2e-floor" => scenarios::e2e_floor(env, carry, checks).await,
         "ingest" => scenarios::ingest(env, carry, checks).await,
         "e2e" => scenarios::delivery(env, Kind::EndToEnd, carry, checks).await,
         "e2e-half" => scenarios::delivery(env, Kind::HalfRate, carry, checks).await,
@@ -299,6 +347,7 @@ pub async fn run_all(
             eprintln!("bench: {full_name} ...");
             let mut side_checks = Vec::new();
             let side_carry = if label.is_some() {
+                compared_carry.take_references(&carry);
                 &mut compared_carry
             } else {
                 &mut carry
@@ -340,18 +389,9 @@ pub async fn run_all(
     for r in &rows {
         print_row(r);
     }
-    if carry.load_rss_kib.is_some() {
-        println!(
-            "{:<13} webhookd peak {} MiB under e2e load, {} MiB idle {:.0}s later; \
-             nats-server peak {} MiB, idle {} MiB; baseline server peak {} MiB",
-            "memory",
-            fmt_opt(mib(carry.load_rss_kib), 1),
-            fmt_opt(mib(carry.idle_rss_kib), 1),
-            env.sizes.idle_wait.as_secs_f64(),
-            fmt_opt(mib(carry.nats_load_rss_kib), 1),
-            fmt_opt(mib(carry.nats_idle_rss_kib), 1),
-            fmt_opt(mib(carry.baseline_rss_kib), 1),
-        );
+    print_memory("memory", &carry, env);
+    if let Some(c) = compare {
+        print_memory(&format!("memory@{}", c.label), &compared_carry, env);
     }
 
     println!();
@@ -374,12 +414,13 @@ pub async fn run_all(
         println!("targets: not evaluated in a quick run (small N, debug build); see `just bench`");
     } else {
         println!("targets (2 cores shared with the load generator):");
+        let width = targets.iter().map(|t| t.name.len()).max().unwrap_or(0);
         for t in &targets {
             let cmp = if t.at_least { ">=" } else { "<=" };
             println!(
-                "  {:<30} {:>10} / {cmp} {:<8} {:<4} {}",
+                "  {:<width$} {:>10} / {cmp} {:<8} {:<4} {}",
                 t.name,
-                format!("{} {}", fmt_opt(t.measured, 1), t.unit),
+                format!("{} {}", fmt_opt(t.measured, t.decimals()), t.unit),
                 format!("{}", t.goal),
                 match t.met() {
                     Some(true) => "met",
@@ -470,13 +511,11 @@ pub async fn run_all(
             "nats_server_bin": env.nats_bin,
         },
         "scenarios": scenarios_json,
-        "memory_mib": {
-            "webhookd_peak_under_load": mib(carry.load_rss_kib),
-            "webhookd_idle": mib(carry.idle_rss_kib),
-            "nats_server_peak_under_load": mib(carry.nats_load_rss_kib),
-            "nats_server_idle": mib(carry.nats_idle_rss_kib),
-            "baseline_peak": mib(carry.baseline_rss_kib),
-        },
+        "memory_mib": memory_json(&carry),
+        "compared_memory_mib": compare.map(|c| json!({
+            "label": c.label,
+            "memory_mib": memory_json(&compared_carry),
+        })),
         "targets": targets_json,
         "checks": checks_json,
         "passed": failed.is_empty(),
@@ -488,6 +527,44 @@ pub async fn run_all(
         .with_context(|| format!("writing {}", out.display()))?;
     println!("results: {}", out.display());
     Ok(failed.is_empty())
+}
+
+/// The memory line of one side (`label`: `memory`, or `memory@<label>` for
+/// the compared side), if its e2e ran: webhookd, its nats-server, and the
+/// service (their sum; under load the sum of the two peaks, which may come
+/// at different times: a conservative upper bound).
+fn print_memory(label: &str, carry: &Carry, env: &Env) {
+    if carry.load_rss_kib.is_none() {
+        return;
+    }
+    println!(
+        "{label:<13} webhookd peak {} MiB under e2e load, {} MiB idle {:.0}s later; \
+         nats-server peak {} MiB, idle {} MiB; service (sum) peak {} MiB, idle {} MiB; \
+         baseline server peak {} MiB",
+        fmt_opt(mib(carry.load_rss_kib), 1),
+        fmt_opt(mib(carry.idle_rss_kib), 1),
+        env.sizes.idle_wait.as_secs_f64(),
+        fmt_opt(mib(carry.nats_load_rss_kib), 1),
+        fmt_opt(mib(carry.nats_idle_rss_kib), 1),
+        fmt_opt(mib(carry.service_load_rss_kib()), 1),
+        fmt_opt(mib(carry.service_idle_rss_kib()), 1),
+        fmt_opt(mib(carry.baseline_rss_kib), 1),
+    );
+}
+
+/// One side's memory figures for the results file, MiB. The service's are
+/// sums: webhookd's + its nats-server's (under load the sum of the two
+/// peaks, a conservative upper bound).
+fn memory_json(carry: &Carry) -> Value {
+    json!({
+        "webhookd_peak_under_load": mib(carry.load_rss_kib),
+        "webhookd_idle": mib(carry.idle_rss_kib),
+        "nats_server_peak_under_load": mib(carry.nats_load_rss_kib),
+        "nats_server_idle": mib(carry.nats_idle_rss_kib),
+        "service_peak_under_load": mib(carry.service_load_rss_kib()),
+        "service_idle": mib(carry.service_idle_rss_kib()),
+        "baseline_peak": mib(carry.baseline_rss_kib),
+    })
 }
 
 /// ` (args: ...)`, or nothing without extra arguments.

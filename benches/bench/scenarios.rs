@@ -192,9 +192,15 @@ pub struct Carry {
     pub baseline_rate: Option<f64>,
     pub baseline_rss_kib: Option<u64>,
     pub floor_rate: Option<f64>,
+    /// e2e-floor: delivered/s, and CPU ms per delivered webhook of the
+    /// e2e-floor process + its nats-server.
+    pub e2e_floor_rate: Option<f64>,
+    pub e2e_floor_cpu_ms: Option<f64>,
     pub ingest_rate: Option<f64>,
     pub ingest_p99_ms: Option<f64>,
     pub e2e_rate: Option<f64>,
+    /// CPU ms per delivered webhook in e2e, webhookd + its nats-server.
+    pub e2e_cpu_ms: Option<f64>,
     pub half_p99_ms: Option<f64>,
     pub load_rss_kib: Option<u64>,
     pub idle_rss_kib: Option<u64>,
@@ -208,6 +214,34 @@ pub struct Carry {
     /// sent while the recovered ones were delivered, and alone.
     pub recovery_p99_ms: Option<f64>,
     pub recovery_alone_p99_ms: Option<f64>,
+}
+
+impl Carry {
+    /// The whole service's peak RSS under the e2e load: webhookd's peak plus
+    /// its nats-server's, each sampled on its own (the two peaks may come at
+    /// different times, so the sum is a conservative upper bound).
+    pub fn service_load_rss_kib(&self) -> Option<u64> {
+        self.load_rss_kib
+            .zip(self.nats_load_rss_kib)
+            .map(|(w, n)| w + n)
+    }
+
+    /// The whole service's idle RSS: webhookd's plus its nats-server's.
+    pub fn service_idle_rss_kib(&self) -> Option<u64> {
+        self.idle_rss_kib
+            .zip(self.nats_idle_rss_kib)
+            .map(|(w, n)| w + n)
+    }
+
+    /// The reference figures (baseline, floors) of `this` side, for the
+    /// other side of an A/B run, whose rows are compared with them too.
+    pub fn take_references(&mut self, this: &Carry) {
+        self.baseline_rate = this.baseline_rate;
+        self.baseline_rss_kib = this.baseline_rss_kib;
+        self.floor_rate = this.floor_rate;
+        self.e2e_floor_rate = this.e2e_floor_rate;
+        self.e2e_floor_cpu_ms = this.e2e_floor_cpu_ms;
+    }
 }
 
 fn ms(us: Option<u64>) -> Option<f64> {
@@ -255,7 +289,17 @@ impl Receiver {
         self.guard.pid()
     }
 
+    /// GETs a control path; a kept connection the receiver closed meanwhile
+    /// (idle for longer than its keep-alive) is replaced once.
     async fn get(&mut self, path: &str) -> Result<bytes::Bytes> {
+        let reused = self.control.is_some();
+        match self.get_once(path).await {
+            Err(_) if reused => self.get_once(path).await,
+            result => result,
+        }
+    }
+
+    async fn get_once(&mut self, path: &str) -> Result<bytes::Bytes> {
         if self.control.is_none() {
             self.control = Some(Conn::connect(self.addr).await?);
         }
@@ -296,7 +340,9 @@ impl Receiver {
     }
 }
 
-/// A webhookd process with its own data directory and embedded nats-server.
+/// A webhookd process with its own data directory and embedded nats-server,
+/// at its default log level (`info`: one line per delivery attempt, read
+/// line by line and kept by the harness).
 /// Field order matters: the process is stopped before the directory goes.
 struct Webhookd {
     process: webhookd_harness::webhookd::Webhookd,
@@ -305,13 +351,15 @@ struct Webhookd {
 }
 
 impl Webhookd {
+    /// Starts webhookd with the arguments every scenario passes, then
+    /// `extra`, then the run's `--webhookd-args`.
     async fn start(env: &Env, extra: &[String]) -> Result<Webhookd> {
         let data = env.data_dir("webhookd-data-")?;
         let concurrency = env.delivery_concurrency.to_string();
         let mut process =
             webhookd_harness::webhookd::Webhookd::new(&env.webhookd_bin, data.path())?
                 .nats_server_bin(&env.nats_bin)
-                .args(&["--log", "warn", "--shutdown-timeout", "2s"])
+                .args(&["--shutdown-timeout", "2s"])
                 .args(&["--delivery-concurrency", &concurrency])
                 .args(extra)
                 .args(&env.webhookd_args);
@@ -333,8 +381,11 @@ impl Webhookd {
         self.process.addr
     }
 
-    fn alive(&mut self) -> Result<()> {
-        self.process.ensure_alive()
+    /// Lines and bytes of the log captured so far (kept in the bench's
+    /// memory by the harness).
+    fn log_size(&self) -> (usize, usize) {
+        let log = self.process.log();
+        (log.lines().count(), log.len())
     }
 
     /// Creates `count` subscriptions to `target`/hook/<k>; returns their ids.
@@ -361,6 +412,27 @@ impl Webhookd {
 
     fn db_path(&self) -> &Path {
         &self.process.db
+    }
+}
+
+/// A server process that must stay up while deliveries are waited for.
+trait Alive {
+    /// Fails if the process is not running.
+    fn alive(&mut self) -> Result<()>;
+}
+
+impl Alive for Webhookd {
+    fn alive(&mut self) -> Result<()> {
+        self.process.ensure_alive()
+    }
+}
+
+impl Alive for ChildGuard {
+    fn alive(&mut self) -> Result<()> {
+        match self.exited() {
+            Some(status) => bail!("a server process exited unexpectedly ({status})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -466,6 +538,19 @@ fn cpu_of(peaks: &HashMap<String, Peak>, procs: &[(String, u32)]) -> Vec<(String
         .collect()
 }
 
+/// CPU ms per webhook of the processes `names` together (None unless each
+/// was measured and `webhooks` > 0).
+fn cpu_ms_per_webhook(
+    peaks: &HashMap<String, Peak>,
+    names: &[&str],
+    webhooks: usize,
+) -> Option<f64> {
+    let cpu_s: Option<f64> = names.iter().map(|n| peaks.get(*n).map(|p| p.cpu_s)).sum();
+    cpu_s
+        .filter(|_| webhooks > 0)
+        .map(|s| s * 1000.0 / webhooks as f64)
+}
+
 /// p50, p90, p99 and max (ms) of sorted latencies in µs, for the JSON.
 fn pct_json(sorted_us: &[u64]) -> Value {
     json!({"p50": ms(quantile(sorted_us, 0.5)), "p90": ms(quantile(sorted_us, 0.9)),
@@ -500,7 +585,7 @@ fn peaks_json(peaks: &HashMap<String, Peak>) -> Value {
 /// one came for `stall`, or `max_wait` passed. Returns whether complete.
 async fn wait_delivered(
     env: &Env,
-    wh: &mut Webhookd,
+    wh: &mut impl Alive,
     rx: &mut Receiver,
     expected: usize,
     stall: Duration,
@@ -644,12 +729,7 @@ fn read_db(path: &Path) -> Result<DbCounts> {
 /// The bare baseline: a minimal hyper server answering 202, loaded like
 /// webhookd.
 pub async fn baseline(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Result<Row> {
-    let mut cmd = Command::new(&env.self_exe);
-    cmd.args(["baseline", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut guard = ChildGuard::spawn("baseline", &mut cmd)?;
-    let addr = read_listen_line(&mut guard, "baseline", Duration::from_secs(15)).await?;
+    let (mut guard, addr) = spawn_server(env, "baseline", &[], Duration::from_secs(15)).await?;
     let procs = vec![("baseline".to_string(), guard.pid()), generator()];
     let (load, peaks) = load_reference(env, "baseline", addr, &procs).await?;
     guard.stop(Duration::from_secs(5));
@@ -674,13 +754,8 @@ pub async fn floor(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Res
     // Declared first, removed last: after both processes stopped.
     let store = env.data_dir("webhookd-data-floor-")?;
     let nats = NatsServer::start_in(&env.nats_bin, store.path()).await?;
-    let mut cmd = Command::new(&env.self_exe);
-    cmd.args(["floor", "--listen", "127.0.0.1:0", "--nats-url"])
-        .arg(nats.url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut guard = ChildGuard::spawn("floor", &mut cmd)?;
-    let addr = read_listen_line(&mut guard, "floor", Duration::from_secs(30)).await?;
+    let args = ["--nats-url".to_string(), nats.url()];
+    let (mut guard, addr) = spawn_server(env, "floor", &args, Duration::from_secs(30)).await?;
     let procs = vec![
         ("floor".to_string(), guard.pid()),
         ("nats-server".to_string(), nats.pid()),
@@ -702,6 +777,97 @@ pub async fn floor(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Res
     Ok(reference_row(env, "floor", &load, &peaks, &procs, note))
 }
 
+/// The end-to-end floor: `bench e2e-floor` (the floor's ingest plus, in
+/// the same process, a durable pull consumer POSTing each webhook to the
+/// receiver over pooled connections, `--delivery-concurrency` in flight,
+/// ack on a 2xx) on its own nats-server, loaded like `e2e` and waited for
+/// until the receiver saw every accepted webhook. What any server that
+/// stores before its 202 and delivers at least once can do here; the rest
+/// of e2e is webhookd's own work.
+pub async fn e2e_floor(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> Result<Row> {
+    let name = "e2e-floor";
+    // Declared first, removed last: after every process stopped.
+    let store = env.data_dir("webhookd-data-e2e-floor-")?;
+    let nats = NatsServer::start_in(&env.nats_bin, store.path()).await?;
+    let mut rx = Receiver::start(env, Mode::Ok, SLOW_DELAY).await?;
+    let args = [
+        "--nats-url".to_string(),
+        nats.url(),
+        "--target".to_string(),
+        format!("http://{}/hook/0", rx.addr),
+        "--concurrency".to_string(),
+        env.delivery_concurrency.to_string(),
+    ];
+    let (mut guard, addr) = spawn_server(env, name, &args, Duration::from_secs(30)).await?;
+    let procs = vec![
+        (name.to_string(), guard.pid()),
+        ("nats-server".to_string(), nats.pid()),
+        ("receiver".to_string(), rx.pid()),
+        generator(),
+    ];
+    let sampler = Sampler::start(procs.clone());
+    let spec = load_spec(env, name, env.sizes.n, None, reference_paths());
+    let load = load::run(addr, &spec).await?;
+    let complete = wait_delivered(env, &mut guard, &mut rx, load.accepted, env.sizes.stall).await?;
+    let peaks = sampler.finish(&procs).await;
+    let records = rx.records().await?;
+    guard.alive()?;
+    guard.stop(Duration::from_secs(5));
+    drop(nats);
+    drop(rx);
+    let d = analyze(&load, &records);
+    load_checks(name, &load, checks);
+    delivered_checks(name, "0 lost", complete, &d, checks);
+    carry.e2e_floor_rate = Some(d.delivered_per_s);
+    carry.e2e_floor_cpu_ms = cpu_ms_per_webhook(&peaks, &[name, "nats-server"], d.delivered);
+    let note = format!(
+        "floor + durable consumer, a POST per webhook, ack on 2xx; first post to last \
+         arrival {:.1} s; CPU {} ms/webhook (server + nats-server)",
+        d.window_s,
+        carry
+            .e2e_floor_cpu_ms
+            .map_or("-".into(), |c| format!("{c:.3}"))
+    );
+    Ok(Row {
+        note,
+        cpu: cpu_of(&peaks, &procs),
+        json: json!({
+            "load": load_json(&load),
+            "delivery": delivery_json(&d),
+            "delivery_concurrency": env.delivery_concurrency,
+            "cpu_ms_per_delivered_webhook": carry.e2e_floor_cpu_ms,
+            "rss_under_load": peaks_json(&peaks),
+        }),
+        ..delivered_row(env, name, env.sizes.n, &load, &d)
+    })
+}
+
+/// Starts this binary as the server `bench <name> --listen 127.0.0.1:0
+/// <args>` and waits (at most `timeout`) for the address it announces.
+async fn spawn_server(
+    env: &Env,
+    name: &str,
+    args: &[String],
+    timeout: Duration,
+) -> Result<(ChildGuard, SocketAddr)> {
+    let mut cmd = Command::new(&env.self_exe);
+    cmd.args([name, "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut guard = ChildGuard::spawn(name, &mut cmd)?;
+    let addr = read_listen_line(&mut guard, name, timeout).await?;
+    Ok((guard, addr))
+}
+
+/// The path every reference server is loaded on (they ignore it): one
+/// subscription's ingest path, like webhookd's.
+fn reference_paths() -> Arc<Vec<String>> {
+    Arc::new(vec![
+        "/ingest/01a226b1-c139-7356-95c3-dfee749c1717".to_string()
+    ])
+}
+
 /// Loads a reference server like webhookd, sampling `procs`.
 async fn load_reference(
     env: &Env,
@@ -710,10 +876,8 @@ async fn load_reference(
     procs: &[(String, u32)],
 ) -> Result<(LoadResult, HashMap<String, Peak>)> {
     let sampler = Sampler::start(procs.to_vec());
-    let paths = Arc::new(vec![
-        "/ingest/01a226b1-c139-7356-95c3-dfee749c1717".to_string()
-    ]);
-    let load = load::run(addr, &load_spec(env, tag, env.sizes.n, None, paths)).await?;
+    let spec = load_spec(env, tag, env.sizes.n, None, reference_paths());
+    let load = load::run(addr, &spec).await?;
     let peaks = sampler.finish(procs).await;
     Ok((load, peaks))
 }
@@ -823,6 +987,89 @@ impl Kind {
     }
 }
 
+/// The columns of a delivery row (delivered/s, arrival − send, errors,
+/// lost, duplicates); the caller adds its note, CPU and JSON.
+fn delivered_row(env: &Env, name: &str, n: usize, load: &LoadResult, d: &Delivery) -> Row {
+    Row {
+        name: name.into(),
+        n,
+        c: env.concurrency,
+        rate: Some(d.delivered_per_s),
+        rate_unit: "dlv/s",
+        p50: ms(quantile(&d.lat_us, 0.5)),
+        p95: ms(quantile(&d.lat_us, 0.95)),
+        p99: ms(quantile(&d.lat_us, 0.99)),
+        lat_kind: "arrival-send",
+        errors: Some(load.errors()),
+        lost: Some(d.lost),
+        dups: Some(d.duplicates),
+        ..Row::default()
+    }
+}
+
+/// webhookd's and its nats-server's RSS after `idle_wait` with nothing to
+/// do.
+async fn idle_rss(env: &Env, wh: &Webhookd) -> HashMap<String, Rss> {
+    tokio::time::sleep(env.sizes.idle_wait).await;
+    wh.procs()
+        .into_iter()
+        .filter_map(|(name, pid)| Some((name, procs::rss(pid)?)))
+        .collect()
+}
+
+/// The e2e row's figures: those the targets need go to `carry`; returns
+/// the row's note and details.
+fn e2e_figures(
+    env: &Env,
+    carry: &mut Carry,
+    load: &LoadResult,
+    d: &Delivery,
+    peaks: &HashMap<String, Peak>,
+    idle: &HashMap<String, Rss>,
+) -> (String, Value) {
+    carry.e2e_rate = Some(d.delivered_per_s);
+    carry.e2e_cpu_ms = cpu_ms_per_webhook(peaks, &["webhookd", "nats-server"], d.delivered);
+    carry.load_rss_kib = peaks.get("webhookd").map(|p| p.max_rss_kib);
+    carry.nats_load_rss_kib = peaks.get("nats-server").map(|p| p.max_rss_kib);
+    carry.idle_rss_kib = idle.get("webhookd").map(|r| r.rss_kib);
+    carry.nats_idle_rss_kib = idle.get("nats-server").map(|r| r.rss_kib);
+    let of_floor = carry
+        .e2e_floor_rate
+        .filter(|f| *f > 0.0)
+        .map(|f| d.delivered_per_s / f);
+    let cpu = |c: Option<f64>| c.map_or("-".into(), |c| format!("{c:.3}"));
+    let note = format!(
+        "{}first post to last arrival {:.1} s; ingest {:.0} acc/s (p99 {:.1} ms) meanwhile; \
+         CPU {} ms/webhook (webhookd + nats-server), floor's {}",
+        of_floor.map_or(String::new(), |r| format!(
+            "{:.0}% of e2e floor; ",
+            r * 100.0
+        )),
+        d.window_s,
+        load.accepted_per_s(),
+        ms(quantile(&load.latencies_us, 0.99)).unwrap_or(f64::NAN),
+        cpu(carry.e2e_cpu_ms),
+        cpu(carry.e2e_floor_cpu_ms),
+    );
+    let idle_json: HashMap<&String, Value> = idle
+        .iter()
+        .map(|(k, r)| {
+            (
+                k,
+                json!({"rss_mib": mib(r.rss_kib), "hwm_mib": mib(r.hwm_kib)}),
+            )
+        })
+        .collect();
+    let details = json!({
+        "idle_after_s": env.sizes.idle_wait.as_secs_f64(),
+        "idle_rss": idle_json,
+        "ratio_to_e2e_floor": of_floor,
+        "cpu_ms_per_delivered_webhook": carry.e2e_cpu_ms,
+        "e2e_floor_cpu_ms_per_delivered_webhook": carry.e2e_floor_cpu_ms,
+    });
+    (note, details)
+}
+
 /// A delivery scenario: post, wait for the receiver to see every accepted
 /// webhook, analyse, stop webhookd gracefully, read its attempt log.
 pub async fn delivery(
@@ -870,17 +1117,13 @@ pub async fn delivery(
     let load = load::run(wh.addr(), &spec).await?;
     let complete = wait_delivered(env, &mut wh, &mut rx, load.accepted, s.stall).await?;
     let peaks = sampler.finish(&procs).await;
-    let mut idle: HashMap<String, Rss> = HashMap::new();
-    if kind == Kind::EndToEnd {
-        tokio::time::sleep(s.idle_wait).await;
-        for (pname, pid) in wh.procs() {
-            if let Some(r) = procs::rss(pid) {
-                idle.insert(pname, r);
-            }
-        }
-    }
+    let idle = match kind {
+        Kind::EndToEnd => idle_rss(env, &wh).await,
+        _ => HashMap::new(),
+    };
     let records = rx.records().await?;
     wh.alive()?;
+    let (log_lines, log_bytes) = wh.log_size();
     let clean = wh.stop();
     drop(rx);
     let db = read_db(wh.db_path());
@@ -910,27 +1153,7 @@ pub async fn delivery(
     let extra_json;
     match kind {
         Kind::EndToEnd => {
-            carry.e2e_rate = Some(d.delivered_per_s);
-            carry.load_rss_kib = peaks.get("webhookd").map(|p| p.max_rss_kib);
-            carry.nats_load_rss_kib = peaks.get("nats-server").map(|p| p.max_rss_kib);
-            carry.idle_rss_kib = idle.get("webhookd").map(|r| r.rss_kib);
-            carry.nats_idle_rss_kib = idle.get("nats-server").map(|r| r.rss_kib);
-            note = format!(
-                "first post to last arrival {:.1} s; ingest {:.0} acc/s (p99 {:.1} ms) meanwhile",
-                d.window_s,
-                load.accepted_per_s(),
-                ms(quantile(&load.latencies_us, 0.99)).unwrap_or(f64::NAN)
-            );
-            let idle_json: HashMap<&String, Value> = idle
-                .iter()
-                .map(|(k, r)| {
-                    (
-                        k,
-                        json!({"rss_mib": mib(r.rss_kib), "hwm_mib": mib(r.hwm_kib)}),
-                    )
-                })
-                .collect();
-            extra_json = json!({"idle_after_s": s.idle_wait.as_secs_f64(), "idle_rss": idle_json});
+            (note, extra_json) = e2e_figures(env, carry, &load, &d, &peaks, &idle);
         }
         Kind::HalfRate => {
             carry.half_p99_ms = ms(quantile(&d.lat_us, 0.99));
@@ -1019,18 +1242,6 @@ pub async fn delivery(
         }
     }
     Ok(Row {
-        name: name.into(),
-        n,
-        c: env.concurrency,
-        rate: Some(d.delivered_per_s),
-        rate_unit: "dlv/s",
-        p50: ms(quantile(&d.lat_us, 0.5)),
-        p95: ms(quantile(&d.lat_us, 0.95)),
-        p99: ms(quantile(&d.lat_us, 0.99)),
-        lat_kind: "arrival-send",
-        errors: Some(load.errors()),
-        lost: Some(d.lost),
-        dups: Some(d.duplicates),
         note,
         cpu: cpu_of(&peaks, &procs),
         json: json!({
@@ -1038,9 +1249,11 @@ pub async fn delivery(
             "delivery": delivery_json(&d),
             "attempt_log": db_json,
             "rss_under_load": peaks_json(&peaks),
+            "webhookd_log": {"lines": log_lines, "bytes": log_bytes},
             "clean_exit": clean,
             "details": extra_json,
         }),
+        ..delivered_row(env, name, n, &load, &d)
     })
 }
 

@@ -1,6 +1,7 @@
 //! The servers the benchmark re-executes itself as (`bench baseline`,
-//! `bench floor`, `bench receiver`), each a separate process so its CPU use,
-//! scheduling and memory are its own, as the real parts would be.
+//! `bench floor`, `bench e2e-floor`, `bench receiver`), each a separate
+//! process so its CPU use, scheduling and memory are its own, as the real
+//! parts would be.
 //!
 //! Each prints `LISTENING <addr>` as its first stdout line and then serves
 //! until it is stopped, its parent dies (PDEATHSIG) or its maximum
@@ -53,6 +54,28 @@ pub struct FloorArgs {
     /// The nats-server to publish to (loopback).
     #[arg(long)]
     pub nats_url: String,
+    /// The process ends by itself after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub max_lifetime_s: u64,
+}
+
+/// `bench e2e-floor`: the floor plus what webhookd promises after the 202:
+/// each stored webhook POSTed to its target, acked in JetStream once
+/// answered 2xx.
+#[derive(Debug, clap::Args)]
+pub struct E2eFloorArgs {
+    /// Loopback address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// The nats-server to publish to and consume from (loopback).
+    #[arg(long)]
+    pub nats_url: String,
+    /// Where every webhook is POSTed (a loopback http URL).
+    #[arg(long)]
+    pub target: String,
+    /// POSTs in flight at most (webhookd's --delivery-concurrency).
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
     /// The process ends by itself after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub max_lifetime_s: u64,
@@ -199,31 +222,182 @@ pub fn floor(args: FloorArgs) -> Result<()> {
         rt,
         args.listen,
         Duration::from_secs(args.max_lifetime_s),
-        move |req: Request<Incoming>| {
-            let js = js.clone();
-            async move {
-                let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
-                    return answer(StatusCode::BAD_REQUEST, br#"{"error":"body"}"#);
-                };
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
-                let stored = async {
-                    js.publish_with_headers(FLOOR_SUBJECT, headers, body)
-                        .await?
-                        .await
-                        .map_err(anyhow::Error::from)
-                };
-                match stored.await {
-                    Ok(_) => answer(StatusCode::ACCEPTED, ACCEPTED),
-                    Err(_) => answer(StatusCode::SERVICE_UNAVAILABLE, br#"{"error":"queue"}"#),
-                }
-            }
-        },
+        move |req| store(js.clone(), req),
     )
+}
+
+/// Runs the end-to-end floor: the floor's ingest (see [`floor`]) and, in
+/// the same process, a durable pull consumer (explicit ack, like
+/// webhookd's) that POSTs each stored body to `--target` over a pooled
+/// reqwest client, `--concurrency` at a time, with its `Nats-Msg-Id` as
+/// `webhook-id`, and acks it on a 2xx (NAK otherwise). No validation, no
+/// SQLite, no signing, no retry schedule: the least work any server that
+/// stores before its 202 and delivers at least once does per webhook.
+pub fn e2e_floor(args: E2eFloorArgs) -> Result<()> {
+    let target = loopback_url(&args.target)?;
+    let rt = runtime(true)?;
+    let js = rt.block_on(floor_stream(&args.nats_url))?;
+    let consumer = rt.block_on(floor_consumer(&js))?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(args.concurrency)
+        .build()
+        .context("building the HTTP client")?;
+    let concurrency = args.concurrency.max(1);
+    rt.spawn(async move {
+        if let Err(e) = deliver_all(consumer, http, target, concurrency).await {
+            eprintln!("bench e2e-floor: delivery stopped: {e:#}");
+        }
+    });
+    serve(
+        rt,
+        args.listen,
+        Duration::from_secs(args.max_lifetime_s),
+        move |req| store(js.clone(), req),
+    )
+}
+
+/// The floor's handler: the body published with a fresh `Nats-Msg-Id`,
+/// the stream's ack awaited, then 202 (503 if it was not stored).
+async fn store(
+    js: async_nats::jetstream::Context,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
+        return answer(StatusCode::BAD_REQUEST, br#"{"error":"body"}"#);
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+    let stored = async {
+        js.publish_with_headers(FLOOR_SUBJECT, headers, body)
+            .await?
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    match stored.await {
+        Ok(_) => answer(StatusCode::ACCEPTED, ACCEPTED),
+        Err(_) => answer(StatusCode::SERVICE_UNAVAILABLE, br#"{"error":"queue"}"#),
+    }
+}
+
+/// `url` parsed; it must be http to a loopback IP address.
+fn loopback_url(url: &str) -> Result<reqwest::Url> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("--target {url}"))?;
+    let ip: std::net::IpAddr = parsed
+        .host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .and_then(|h| h.parse().ok())
+        .with_context(|| format!("--target {url}: not an IP address"))?;
+    let port = parsed
+        .port_or_known_default()
+        .with_context(|| format!("--target {url}: no port"))?;
+    ensure_loopback(SocketAddr::new(ip, port))?;
+    anyhow::ensure!(parsed.scheme() == "http", "--target {url}: not http");
+    Ok(parsed)
+}
+
+/// The e2e floor's durable pull consumer of every subscription's subject,
+/// like webhookd's: explicit ack, every message from the start, no limit
+/// on redeliveries, more unacknowledged messages allowed than are in
+/// flight.
+async fn floor_consumer(
+    js: &async_nats::jetstream::Context,
+) -> Result<async_nats::jetstream::consumer::PullConsumer> {
+    use async_nats::jetstream::consumer;
+    let stream = js
+        .get_stream(FLOOR_STREAM)
+        .await
+        .map_err(|e| anyhow::anyhow!("getting the stream: {e}"))?;
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("deliveries".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: -1,
+            max_ack_pending: 4096,
+            deliver_policy: consumer::DeliverPolicy::All,
+            filter_subject: "webhooks.>".into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the consumer: {e}"))
+}
+
+/// Pulls messages for as long as the process lives and delivers each in
+/// its own task, at most `concurrency` at a time (a permit is taken before
+/// the next message is pulled).
+async fn deliver_all(
+    consumer: async_nats::jetstream::consumer::PullConsumer,
+    http: reqwest::Client,
+    target: reqwest::Url,
+    concurrency: usize,
+) -> Result<()> {
+    use futures_util::StreamExt;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("pulling messages: {e}"))?;
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    loop {
+        let permit = permits.clone().acquire_owned().await?;
+        match messages.next().await {
+            Some(Ok(msg)) => {
+                let (http, target) = (http.clone(), target.clone());
+                tokio::spawn(async move {
+                    deliver_one(&http, target, msg).await;
+                    drop(permit);
+                });
+            }
+            Some(Err(e)) => {
+                eprintln!("bench e2e-floor: pulling messages: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None => anyhow::bail!("the message stream ended"),
+        }
+    }
+}
+
+/// One POST of the message's body; acked on a 2xx, NAKed otherwise.
+async fn deliver_one(
+    http: &reqwest::Client,
+    target: reqwest::Url,
+    msg: async_nats::jetstream::Message,
+) {
+    use async_nats::jetstream::AckKind;
+    let id = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default();
+    let sent = http
+        .post(target)
+        .header(CONTENT_TYPE, "application/json")
+        .header("webhook-id", id)
+        .body(msg.payload.clone())
+        .send()
+        .await;
+    let delivered = match sent {
+        // The body is read to the end so that the connection goes back to
+        // the pool.
+        Ok(resp) => resp.status().is_success() && resp.bytes().await.is_ok(),
+        Err(_) => false,
+    };
+    let acked = if delivered {
+        msg.ack().await
+    } else {
+        msg.ack_with(AckKind::Nak(None)).await
+    };
+    if let Err(e) = acked {
+        eprintln!("bench e2e-floor: acking: {e}");
+    }
 }
 
 /// The floor's subject: one, like the ingest scenario's one subscription.
 const FLOOR_SUBJECT: &str = "webhooks.01a226b1-c139-7356-95c3-dfee749c1717";
+/// The floor's stream, named like webhookd's.
+const FLOOR_STREAM: &str = "WEBHOOKS";
 
 /// Connects (the server may still be starting) and creates the stream.
 async fn floor_stream(url: &str) -> Result<async_nats::jetstream::Context> {
@@ -241,7 +415,7 @@ async fn floor_stream(url: &str) -> Result<async_nats::jetstream::Context> {
     };
     let js = async_nats::jetstream::new(client);
     js.create_stream(stream::Config {
-        name: "WEBHOOKS".into(),
+        name: FLOOR_STREAM.into(),
         subjects: vec!["webhooks.>".into()],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
