@@ -1359,18 +1359,7 @@ pub async fn isolation(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) ->
     );
     let cpu_per_s = cpu_per_second(&peaks, window);
     Ok(Row {
-        name: name.into(),
-        n,
-        c: env.concurrency,
-        rate: Some(d.delivered_per_s),
-        rate_unit: "dlv/s",
-        p50: ms(quantile(&d.lat_us, 0.5)),
-        p95: ms(quantile(&d.lat_us, 0.95)),
-        p99: ms(quantile(&d.lat_us, 0.99)),
-        lat_kind: "arrival-send",
         errors: Some(load.errors() + hang_load.errors()),
-        lost: Some(d.lost),
-        dups: Some(d.duplicates),
         note,
         cpu: cpu_of(&peaks, &procs),
         json: json!({
@@ -1398,6 +1387,7 @@ pub async fn isolation(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) ->
             "rss": peaks_json(&peaks),
             "clean_exit": clean,
         }),
+        ..delivered_row(env, name, n, &load, &d)
     })
 }
 
