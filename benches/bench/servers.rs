@@ -242,6 +242,8 @@ pub fn e2e_floor(args: E2eFloorArgs) -> Result<()> {
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(args.concurrency)
+        // Like webhookd's: no retry layer (it clones every request).
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         .build()
         .context("building the HTTP client")?;
     let concurrency = args.concurrency.max(1);

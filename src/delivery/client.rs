@@ -72,6 +72,11 @@ impl Sender {
         let http = reqwest::Client::builder()
             .user_agent(concat!("webhookd/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
+            // webhookd retries by its own schedule and logs each attempt;
+            // reqwest's own retry layer (on for HTTP/2 refusals since 0.13)
+            // would resend a POST unseen, and clones every request and
+            // charges a retry budget in case it does.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .no_proxy()
             .connect_timeout(connect_timeout)
             .timeout(timeout)
