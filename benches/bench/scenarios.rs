@@ -612,6 +612,16 @@ async fn wait_delivered(
     }
 }
 
+/// One paced load and what arrived of it: the load, the delivery counts and
+/// the arrival − send percentiles.
+fn phase_json(load: &LoadResult, d: &Delivery) -> Value {
+    json!({
+        "load": load_json(load),
+        "delivery": delivery_json(d),
+        "arrival_minus_send_ms": pct_json(&d.lat_us),
+    })
+}
+
 /// What the receiver saw, against what was accepted.
 #[derive(Debug, Default)]
 struct Delivery {
@@ -1366,16 +1376,8 @@ pub async fn isolation(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) ->
             "webhookd_args": env.webhookd_args,
             "hang_delay_s": HANG_DELAY.as_secs_f64(),
             "healthy_rate_per_s": ISOLATION_RATE,
-            "healthy": {
-                "load": load_json(&load),
-                "delivery": delivery_json(&d),
-                "arrival_minus_send_ms": pct_json(&d.lat_us),
-            },
-            "alone": {
-                "load": load_json(&alone_load),
-                "delivery": delivery_json(&alone),
-                "arrival_minus_send_ms": pct_json(&alone.lat_us),
-            },
+            "healthy": phase_json(&load, &d),
+            "alone": phase_json(&alone_load, &alone),
             "hang30": {
                 "load": load_json(&hang_load),
                 "attempts_seen_before_healthy_load": held_at_start,
@@ -1751,11 +1753,7 @@ pub async fn recovery(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> 
                 "all_delivered_s": all_delivered_s,
                 "delivered_per_s": rec_rate,
             },
-            "live_alone": {
-                "load": load_json(&alone_load),
-                "delivery": delivery_json(&alone),
-                "arrival_minus_send_ms": pct_json(&alone.lat_us),
-            },
+            "live_alone": phase_json(&alone_load, &alone),
             "live_during_recovery": {
                 "sent": during.len(),
                 "arrival_minus_send_ms": pct_json(&during),
@@ -1764,11 +1762,7 @@ pub async fn recovery(env: &Env, carry: &mut Carry, checks: &mut Vec<Check>) -> 
                 "until_202": {"sent": during_call.len(), "arrival_minus_send_ms": pct_json(&during_call)},
                 "after_202": {"sent": after_call.len(), "arrival_minus_send_ms": pct_json(&after_call)},
             },
-            "live_whole_load": {
-                "load": load_json(&load),
-                "delivery": delivery_json(&d),
-                "arrival_minus_send_ms": pct_json(&d.lat_us),
-            },
+            "live_whole_load": phase_json(&load, &d),
             "measured_window_s": window.as_secs_f64(),
             "cpu_s_per_s": cpu_per_s,
             "attempt_log_outcomes": db.as_ref().ok().map(|c| c.outcomes.clone()),
