@@ -129,6 +129,9 @@ pub async fn run(
         policy,
     };
     let (state, deliverer) = wire(&config, parts, &stop);
+    // Before the first request: a webhook accepted just before a crash is
+    // known to the status API from the start.
+    deliverer.restore_pending_rows().await;
     let metrics = state.metrics.clone();
     let background = Background::spawn(&config, deliverer, store, metrics, &stop);
     let trigger = stop.clone();

@@ -347,3 +347,141 @@ async fn updates_succeed_while_another_connection_writes() {
     let last = store.subscription(sub.id).await.unwrap().unwrap();
     assert_eq!(last.target_url, "https://example.test/299");
 }
+
+// The batched writer holds ingest's pending rows back (HOLD_PENDING): a
+// webhook's first attempt writes its whole row, so most pending rows are
+// never written; a flush, a redelivery, time, or the writer's end writes
+// the others.
+
+mod held_pending_rows {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use rusqlite::Connection;
+    use webhookd::ids::{SubscriptionId, WebhookId};
+    use webhookd::store::records::{Outcome, WebhookStatus};
+    use webhookd::store::writer::{AttemptWrite, WebhookMeta, Write, Writer};
+    use webhookd_harness::wait::eventually;
+
+    fn meta(id: WebhookId) -> WebhookMeta {
+        WebhookMeta {
+            id,
+            subscription_id: SubscriptionId::new(),
+            event_type: Some("order.created".into()),
+            received_at: Utc::now(),
+            stream_seq: Some(7),
+        }
+    }
+
+    fn pending(id: WebhookId) -> Write {
+        Write::Webhook {
+            meta: meta(id),
+            status: WebhookStatus::Pending,
+        }
+    }
+
+    fn delivered(id: WebhookId) -> Write {
+        Write::Attempt(Arc::new(AttemptWrite {
+            webhook: meta(id),
+            target_url: "http://127.0.0.1:9/hook".into(),
+            timestamp: Utc::now(),
+            attempt_number: 1,
+            outcome: Outcome::Success,
+            status_code: Some(200),
+            error: None,
+            duration_ms: 3,
+            response_body: None,
+            next_retry_at: None,
+            redelivery: 0,
+        }))
+    }
+
+    /// `(status, attempts, redeliveries)` of the webhook's row, if any.
+    fn row(path: &Path, id: WebhookId) -> Option<(String, i64, i64)> {
+        let conn = Connection::open(path).unwrap();
+        conn.query_row(
+            "SELECT status, attempts, redeliveries FROM webhooks WHERE id = ?1",
+            [id.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .ok()
+    }
+
+    async fn writer(dir: &tempfile::TempDir) -> (Writer, std::path::PathBuf) {
+        let path = dir.path().join("webhookd.db");
+        super::open(&path).await.unwrap();
+        let (writer, _thread) = Writer::start(&path).unwrap();
+        (writer, path)
+    }
+
+    #[tokio::test]
+    async fn a_pending_row_superseded_by_its_first_attempt_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, path) = writer(&dir).await;
+        let id = WebhookId::new();
+        writer.enqueue(pending(id)).await.unwrap();
+        writer.write(delivered(id)).await.unwrap();
+        assert_eq!(writer.coalesced(), 1, "the held pending row was dropped");
+        assert_eq!(row(&path, id), Some(("succeeded".into(), 1, 0)));
+        // Nothing is left to write it later either.
+        writer.flush().await.unwrap();
+        assert_eq!(row(&path, id), Some(("succeeded".into(), 1, 0)));
+    }
+
+    #[tokio::test]
+    async fn a_flush_writes_the_held_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, path) = writer(&dir).await;
+        let id = WebhookId::new();
+        writer.enqueue(pending(id)).await.unwrap();
+        writer.flush().await.unwrap();
+        assert_eq!(row(&path, id), Some(("pending".into(), 0, 0)));
+        assert_eq!(writer.coalesced(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_held_row_is_written_once_its_time_is_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, path) = writer(&dir).await;
+        let id = WebhookId::new();
+        writer.enqueue(pending(id)).await.unwrap();
+        let found = eventually("the held row written", Duration::from_secs(10), || async {
+            row(&path, id)
+        })
+        .await;
+        assert_eq!(found, ("pending".into(), 0, 0));
+        assert_eq!(writer.coalesced(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_of_a_held_webhook_finds_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, path) = writer(&dir).await;
+        let id = WebhookId::new();
+        writer.enqueue(pending(id)).await.unwrap();
+        let redelivered = Write::Redelivered {
+            id,
+            number: 1,
+            at: Utc::now(),
+        };
+        writer.write(redelivered).await.unwrap();
+        assert_eq!(row(&path, id), Some(("pending".into(), 0, 1)));
+    }
+
+    #[tokio::test]
+    async fn the_writers_end_writes_the_held_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("webhookd.db");
+        super::open(&path).await.unwrap();
+        let (writer, thread) = Writer::start(&path).unwrap();
+        let id = WebhookId::new();
+        writer.enqueue(pending(id)).await.unwrap();
+        drop(writer);
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(row(&path, id), Some(("pending".into(), 0, 0)));
+    }
+}

@@ -430,8 +430,8 @@ pub(super) fn subscription_of(msg: &jetstream::Message) -> Option<SubscriptionId
 }
 
 /// What a queue message says about its webhook.
-struct Parsed {
-    meta: WebhookMeta,
+pub(super) struct Parsed {
+    pub(super) meta: WebhookMeta,
     content_type: Option<String>,
     /// JetStream's delivery count.
     delivered: u32,
@@ -445,7 +445,7 @@ struct Parsed {
 }
 
 impl Parsed {
-    fn from_message(msg: &jetstream::Message) -> Result<Parsed, &'static str> {
+    pub(super) fn from_message(msg: &jetstream::Message) -> Result<Parsed, &'static str> {
         let info = msg.info().map_err(|_| "no JetStream metadata")?;
         let delivered = u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX);
         let stream_seq = info.stream_sequence;

@@ -13,6 +13,7 @@
 
 mod attempt;
 pub mod client;
+mod restore;
 pub mod retry;
 pub mod scheduler;
 

@@ -419,6 +419,43 @@ impl Queue {
         self.send(subject, headers, stored.0.payload.clone()).await
     }
 
+    /// The live webhooks stored since `since` (all of them with `None`),
+    /// read in order, headers only, by an ephemeral consumer; and how many
+    /// there are. A restart reads them to write the pending rows the last
+    /// process held back and never wrote.
+    pub async fn recent_webhooks(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(u64, consumer::pull::Ordered), QueueError> {
+        let setup = |e: BoxError| QueueError::setup("reading the recent webhooks".to_string(), e);
+        let deliver_policy = match since {
+            Some(t) => consumer::DeliverPolicy::ByStartTime {
+                start_time: async_nats::datetime::from_nanos(
+                    i128::from(t.timestamp_millis()) * 1_000_000,
+                )
+                .map_err(setup)?,
+            },
+            None => consumer::DeliverPolicy::All,
+        };
+        let stream = self
+            .js
+            .get_stream_no_info(STREAM)
+            .await
+            .map_err(|e| setup(e.into()))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: DELIVER_SUBJECTS.to_string(),
+                headers_only: true,
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup(e.into()))?;
+        let count = consumer.cached_info().num_pending;
+        let messages = consumer.messages().await.map_err(|e| setup(e.into()))?;
+        Ok((count, messages))
+    }
+
     /// The message stored at `sequence`, or `None` when it is gone (aged
     /// out of the retention, or deleted).
     pub async fn stored(&self, sequence: u64) -> Result<Option<StoredMessage>, QueueError> {

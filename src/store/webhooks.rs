@@ -7,6 +7,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Row};
 
 use super::records::WebhookStatus;
+use super::writer::{insert_webhook, WebhookMeta};
 use super::{from_millis, to_millis, Store, StoreError};
 use crate::ids::{SubscriptionId, WebhookId};
 
@@ -221,6 +222,33 @@ fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<WebhookSummary> {
 }
 
 impl Store {
+    /// Pending rows for these webhooks, in one transaction; a row already
+    /// there is kept. How many were written.
+    pub async fn restore_pending(&self, webhooks: Vec<WebhookMeta>) -> Result<u64, StoreError> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let mut written = 0;
+            for meta in &webhooks {
+                written += u64::from(insert_webhook(&tx, meta, WebhookStatus::Pending)?);
+            }
+            tx.commit()?;
+            Ok(written)
+        })
+        .await
+    }
+
+    /// When the newest webhook with a row was received (`None`: no row):
+    /// where a restart starts looking for rows the last process did not
+    /// write.
+    pub async fn latest_received_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.call(|conn| {
+            let ms: Option<i64> =
+                conn.query_row("SELECT MAX(received_at) FROM webhooks", [], |r| r.get(0))?;
+            Ok(ms.map(from_millis))
+        })
+        .await
+    }
+
     /// Webhooks matching `filter`, newest first (`received_at`, then id),
     /// those after `before` when given. `in_flight` lists the webhooks in
     /// flight now, for the [`InFlightRule`]s of the filter. Returns one
