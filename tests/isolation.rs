@@ -822,18 +822,7 @@ async fn webhooks_accepted_just_before_a_kill9_are_known_right_after_the_restart
     proc.start().await.expect("webhookd ready");
     let stuck = hanging().await;
     let sub = proc.subscribe(&stuck.url()).await.unwrap();
-    let mut ids = Vec::new();
-    for i in 0..20 {
-        let resp = http
-            .post(proc.url(&format!("/ingest/{sub}")))
-            .header("content-type", "application/json")
-            .body(format!(r#"{{"i": {i}}}"#))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-        ids.push(webhook_id(&resp.json::<Value>().await.unwrap()));
-    }
+    let ids = proc.ingest_numbered(&sub, 20).await.unwrap();
     proc.kill9().expect("kill -9 webhookd");
     proc.start().await.expect("webhookd ready again");
     for id in &ids {

@@ -477,18 +477,7 @@ async fn kill9_right_after_a_recovers_202_still_delivers_every_match() {
     proc.start().await.expect("webhookd ready");
     let (receiver, fixed) = broken_until_fixed(Duration::from_millis(20)).await;
     let sub = proc.subscribe(&receiver.url()).await.unwrap();
-    let mut ids = Vec::new();
-    for i in 0..N {
-        let resp = http
-            .post(proc.url(&format!("/ingest/{sub}")))
-            .header("content-type", "application/json")
-            .body(format!(r#"{{"i": {i}}}"#))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-        ids.push(webhook_id(&resp.json::<Value>().await.unwrap()));
-    }
+    let ids = proc.ingest_numbered(&sub, N).await.unwrap();
     let base = proc.url("");
     let status = |id: String| {
         let (http, url) = (http.clone(), format!("{base}/status/{id}"));

@@ -409,19 +409,27 @@ mod held_pending_rows {
         .ok()
     }
 
-    async fn writer(dir: &tempfile::TempDir) -> (Writer, std::path::PathBuf) {
+    /// A writer on a fresh file, with one pending row enqueued.
+    async fn one_enqueued(
+        dir: &tempfile::TempDir,
+    ) -> (
+        Writer,
+        std::thread::JoinHandle<()>,
+        std::path::PathBuf,
+        WebhookId,
+    ) {
         let path = dir.path().join("webhookd.db");
         super::open(&path).await.unwrap();
-        let (writer, _thread) = Writer::start(&path).unwrap();
-        (writer, path)
+        let (writer, thread) = Writer::start(&path).unwrap();
+        let id = WebhookId::new();
+        writer.enqueue(pending(id)).await.unwrap();
+        (writer, thread, path, id)
     }
 
     #[tokio::test]
     async fn a_pending_row_superseded_by_its_first_attempt_is_never_written() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, path) = writer(&dir).await;
-        let id = WebhookId::new();
-        writer.enqueue(pending(id)).await.unwrap();
+        let (writer, _thread, path, id) = one_enqueued(&dir).await;
         writer.write(delivered(id)).await.unwrap();
         assert_eq!(writer.coalesced(), 1, "the held pending row was dropped");
         assert_eq!(row(&path, id), Some(("succeeded".into(), 1, 0)));
@@ -433,9 +441,7 @@ mod held_pending_rows {
     #[tokio::test]
     async fn a_flush_writes_the_held_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, path) = writer(&dir).await;
-        let id = WebhookId::new();
-        writer.enqueue(pending(id)).await.unwrap();
+        let (writer, _thread, path, id) = one_enqueued(&dir).await;
         writer.flush().await.unwrap();
         assert_eq!(row(&path, id), Some(("pending".into(), 0, 0)));
         assert_eq!(writer.coalesced(), 0);
@@ -444,9 +450,7 @@ mod held_pending_rows {
     #[tokio::test]
     async fn a_held_row_is_written_once_its_time_is_up() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, path) = writer(&dir).await;
-        let id = WebhookId::new();
-        writer.enqueue(pending(id)).await.unwrap();
+        let (writer, _thread, path, id) = one_enqueued(&dir).await;
         let found = eventually("the held row written", Duration::from_secs(10), || async {
             row(&path, id)
         })
@@ -458,9 +462,7 @@ mod held_pending_rows {
     #[tokio::test]
     async fn a_redelivery_of_a_held_webhook_finds_its_row() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, path) = writer(&dir).await;
-        let id = WebhookId::new();
-        writer.enqueue(pending(id)).await.unwrap();
+        let (writer, _thread, path, id) = one_enqueued(&dir).await;
         let redelivered = Write::Redelivered {
             id,
             number: 1,
@@ -473,11 +475,7 @@ mod held_pending_rows {
     #[tokio::test]
     async fn the_writers_end_writes_the_held_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("webhookd.db");
-        super::open(&path).await.unwrap();
-        let (writer, thread) = Writer::start(&path).unwrap();
-        let id = WebhookId::new();
-        writer.enqueue(pending(id)).await.unwrap();
+        let (writer, thread, path, id) = one_enqueued(&dir).await;
         drop(writer);
         tokio::task::spawn_blocking(move || thread.join().unwrap())
             .await

@@ -447,6 +447,27 @@ impl Webhookd {
         let mut ids = self.subscribe_all(&[target.to_string()]).await?;
         ids.pop().context("no subscription created")
     }
+
+    /// Ingests `{"i": 0}` .. `{"i": n-1}` to `sub` over one connection;
+    /// fails unless each is answered 202. Returns the webhook ids in order.
+    pub async fn ingest_numbered(&self, sub: &str, n: usize) -> Result<Vec<String>> {
+        let mut conn = Conn::connect(self.addr).await?;
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let path = format!("/ingest/{sub}");
+            let (status, answer) = conn.post_json(&path, format!(r#"{{"i": {i}}}"#)).await?;
+            if status.as_u16() != 202 {
+                bail!("ingest {i}: {status} {}", String::from_utf8_lossy(&answer));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&answer)
+                .with_context(|| format!("an ingest answer {answer:?}"))?;
+            let id = v["webhook_id"]
+                .as_str()
+                .ok_or_else(|| anyhow!("no webhook_id in {v}"))?;
+            ids.push(id.to_string());
+        }
+        Ok(ids)
+    }
 }
 
 impl Drop for Webhookd {
