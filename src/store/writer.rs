@@ -232,6 +232,9 @@ pub const HOLD_PENDING: Duration = Duration::from_millis(250);
 /// Pending rows held at most; beyond it the oldest is written at once.
 const HOLD_MAX: usize = 8 * 1024;
 
+/// Held rows' room kept once all are written; a burst's is given back.
+const SHRINK_ABOVE: usize = 256;
+
 /// Ingest's pending rows not written yet, oldest first.
 #[derive(Default)]
 struct Held {
@@ -263,6 +266,15 @@ impl Held {
             self.order.pop_front();
         }
         None
+    }
+
+    /// Gives back the room of a burst once nothing is held: an idle
+    /// writer keeps no tables sized for the last peak.
+    fn shrink_when_empty(&mut self) {
+        if self.rows.is_empty() && self.rows.capacity() > SHRINK_ABOVE {
+            self.rows = HashMap::new();
+            self.order = VecDeque::new();
+        }
     }
 
     /// Moves the rows due at `now` (all of them with `all`) into `out`.
@@ -365,6 +377,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, stats: &WriterStat
     let mut last_len = 0;
     let mut open = true;
     while open || !held.rows.is_empty() {
+        held.shrink_when_empty();
         let next = match &timer {
             Some(timer) if open => next_request(&mut rx, held.next_due(), timer),
             None if open => rx.blocking_recv().map_or(Next::Closed, Next::Request),
