@@ -12,9 +12,10 @@ use super::attempt::Parsed;
 use super::Deliverer;
 use crate::store::writer::HOLD_PENDING;
 
-/// How far before the newest row the read starts, beyond the hold: the
-/// clocks of webhookd (received-at) and of NATS (the stream's timestamps)
-/// may differ a little.
+/// How far before the newest row the read starts, beyond the hold and the
+/// publish timeout (a webhook's received-at time is taken before its
+/// publish): the clocks of webhookd (received-at) and of NATS (the
+/// stream's timestamps) may differ a little.
 const CLOCK_MARGIN: Duration = Duration::from_secs(2);
 
 /// Messages read at most: the newest row is recent on any restart but the
@@ -49,9 +50,12 @@ impl Deliverer {
 
     /// `(messages read, rows written)`.
     async fn restore(&self) -> Result<(u64, u64), Box<dyn std::error::Error + Send + Sync>> {
-        let since = self.store.latest_received_at().await?.map(|t| {
-            t - chrono::Duration::from_std(HOLD_PENDING + CLOCK_MARGIN).unwrap_or_default()
-        });
+        let back = HOLD_PENDING + self.queue.publish_timeout() + CLOCK_MARGIN;
+        let since = self
+            .store
+            .latest_received_at()
+            .await?
+            .map(|t| t - chrono::Duration::from_std(back).unwrap_or_default());
         let (count, mut messages) = self.queue.recent_webhooks(since).await?;
         let want = count.min(READ_AT_MOST);
         let (mut read, mut written) = (0, 0);

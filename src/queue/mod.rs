@@ -419,6 +419,12 @@ impl Queue {
         self.send(subject, headers, stored.0.payload.clone()).await
     }
 
+    /// How long a publish waits for JetStream's ack at most: a webhook's
+    /// received-at time can be that much older than its message.
+    pub fn publish_timeout(&self) -> Duration {
+        self.settings.publish_timeout
+    }
+
     /// The live webhooks stored since `since` (all of them with `None`),
     /// read in order, headers only, by an ephemeral consumer; and how many
     /// there are. A restart reads them to write the pending rows the last
