@@ -70,7 +70,7 @@ impl Deliverer {
                 Ok(parsed) => chunk.push(parsed.meta),
                 Err(reason) => tracing::debug!(reason, "unreadable queue message skipped"),
             }
-            if chunk.len() == CHUNK || read == want {
+            if chunk.len() == CHUNK {
                 written += self
                     .store
                     .restore_pending(std::mem::take(&mut chunk))

@@ -143,12 +143,17 @@ impl Writer {
     /// ends once every `Writer` clone is dropped and the queue is drained.
     pub fn start(path: &Path) -> Result<(Writer, JoinHandle<()>), StoreError> {
         let conn = open_connection(path)?;
+        // Only a clock for the hold's deadlines: the writer runs no tasks.
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(StoreError::WriterThread)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("webhookd-writer".into())
-            .spawn(move || run(conn, rx, &thread_stats))
+            .spawn(move || run(conn, rx, &timer, &thread_stats))
             .map_err(StoreError::WriterThread)?;
         Ok((Writer { tx, stats }, handle))
     }
@@ -358,18 +363,12 @@ fn sort_request(req: Request, held: &mut Held, batch: &mut Vec<Request>, stats: 
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, stats: &WriterStats) {
-    // Only a clock for `next_request`: the writer never runs async tasks.
-    let timer = match tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-    {
-        Ok(timer) => Some(timer),
-        Err(e) => {
-            tracing::warn!(error = %e, "attempt writer: no timer; pending rows are written at once");
-            None
-        }
-    };
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Request>,
+    timer: &tokio::runtime::Runtime,
+    stats: &WriterStats,
+) {
     let mut incoming: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     let mut due_rows: Vec<Write> = Vec::new();
@@ -378,10 +377,10 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, stats: &WriterStat
     let mut open = true;
     while open || !held.rows.is_empty() {
         held.shrink_when_empty();
-        let next = match &timer {
-            Some(timer) if open => next_request(&mut rx, held.next_due(), timer),
-            None if open => rx.blocking_recv().map_or(Next::Closed, Next::Request),
-            _ => Next::Closed,
+        let next = if open {
+            next_request(&mut rx, held.next_due(), timer)
+        } else {
+            Next::Closed
         };
         match next {
             Next::Request(first) => {
@@ -395,7 +394,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, stats: &WriterStat
             Next::Due => {}
             Next::Closed => open = false,
         }
-        let flush = !open || timer.is_none() || incoming.iter().any(|(w, _)| w.is_none());
+        let flush = !open || incoming.iter().any(|(w, _)| w.is_none());
         for req in incoming.drain(..) {
             sort_request(req, &mut held, &mut batch, stats);
         }
